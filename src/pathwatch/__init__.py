@@ -1,0 +1,67 @@
+"""pathwatch: watch memorization turn into generalization in MoE pretraining, without a test set.
+
+The public API of SPEC §4, re-exported lazily so that ``import pathwatch`` (and ``pathwatch --help``)
+does not import torch. The pipeline reads top to bottom:
+capture → store → metrics → dynamics → evaluation → report (and monitor, testbed on top).
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+from pathwatch.errors import (
+    InputError,
+    IntegrityError,
+    PathwatchError,
+    StoreError,
+    UnsupportedModelError,
+)
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_LAZY: dict[str, str] = {
+    "capture": "pathwatch.capture",
+    "Capture": "pathwatch.capture",
+    "read_samples": "pathwatch.capture.samples",
+    "pathways": "pathwatch.metrics.pathways",
+    "pathway_string": "pathwatch.metrics.pathways",
+    "pathway_distance": "pathwatch.metrics.distance",
+    "mean_pairwise_distance": "pathwatch.metrics.distance",
+    "layer_distances": "pathwatch.metrics.distance",
+    "consistency": "pathwatch.metrics.consistency",
+    "smoothness": "pathwatch.metrics.consistency",
+    "memorization_onset": "pathwatch.dynamics.onsets",
+    "generalization_onset": "pathwatch.dynamics.onsets",
+    "auto_epsilon": "pathwatch.dynamics.onsets",
+    "match_groups": "pathwatch.dynamics.matching",
+    "RunStore": "pathwatch.store",
+    "capture_run": "pathwatch.pipeline",
+    "analyze_run": "pathwatch.pipeline",
+    "build_report": "pathwatch.pipeline",
+    "run_demo": "pathwatch.pipeline",
+}
+
+__all__ = [
+    "InputError",
+    "IntegrityError",
+    "PathwatchError",
+    "StoreError",
+    "UnsupportedModelError",
+    "__version__",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pathwatch' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
