@@ -1,0 +1,81 @@
+"""Crash-safe file writes: temporary name in the same directory, fsync, atomic rename."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import tempfile
+from pathlib import Path
+from typing import BinaryIO
+
+from pathwatch.errors import StoreError
+
+TEMP_SUFFIX = ".tmp"
+
+_FIXES = {
+    errno.ENOSPC: "free disk space and re-run the same command to resume",
+    errno.EDQUOT: "raise the disk quota or free space and re-run the same command to resume",
+    errno.EACCES: "make the directory writable or choose another --out",
+    errno.EROFS: "choose an --out on a writable filesystem",
+}
+
+
+def _write_bytes(handle: BinaryIO, data: bytes) -> None:
+    """Write all of ``data`` to an open file (the one low-level write of the store)."""
+    handle.write(data)
+
+
+def store_error(path: Path, action: str, exc: OSError) -> StoreError:
+    """A one-line StoreError for an OSError met while ``action`` (e.g. 'writing') ``path``."""
+    fix = _FIXES.get(exc.errno or 0, "check the path and its permissions")
+    reason = exc.strerror or str(exc)
+    return StoreError(f"{path}: {action} failed: {reason}. Fix: {fix}.")
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one.
+
+    The bytes go to a hidden temporary file in the same directory, are fsync'd, and the file is
+    renamed over ``path`` with :func:`os.replace`. On any failure the temporary file is removed and
+    an ``OSError`` becomes a one-line :class:`~pathwatch.errors.StoreError`.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+    except OSError as exc:
+        raise store_error(path.parent, "creating a file in", exc) from exc
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            _write_bytes(handle, data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise store_error(path, "writing", exc) from exc
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename durable (a no-op where directories cannot be opened, e.g. Windows)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def remove_temporaries(directory: Path) -> int:
+    """Delete temporary files a killed writer left under ``directory``; returns how many."""
+    removed = 0
+    for tmp in Path(directory).rglob(f".*{TEMP_SUFFIX}"):
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+            removed += 1
+    return removed

@@ -1,0 +1,50 @@
+"""Parquet tables of a run, written atomically (temporary name, fsync, rename)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pathwatch.errors import IntegrityError, StoreError
+from pathwatch.store._io import store_error, write_atomic
+
+if TYPE_CHECKING:
+    import polars as pl
+
+
+def write_table(frame: pl.DataFrame, path: Path) -> Path:
+    """Write a polars DataFrame to ``path`` as Parquet so readers never see half a file.
+
+    Examples
+    --------
+    >>> import polars as pl, tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "t.parquet"
+    >>> _ = write_table(pl.DataFrame({"step": [1, 2]}), p)
+    >>> read_table(p)["step"].to_list()
+    [1, 2]
+    """
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer)
+    write_atomic(Path(path), buffer.getvalue())
+    return Path(path)
+
+
+def read_table(path: Path) -> pl.DataFrame:
+    """Read a Parquet table; StoreError if it is missing, IntegrityError if it is not Parquet."""
+    import polars as pl
+
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise StoreError(f"{path}: missing. Run the step that writes it first.") from exc
+    except OSError as exc:
+        raise store_error(path, "reading", exc) from exc
+    try:
+        return pl.read_parquet(io.BytesIO(data))
+    except pl.exceptions.PolarsError as exc:
+        raise IntegrityError(
+            f"{path}: not a readable Parquet table ({type(exc).__name__}). Delete it and re-run "
+            "the step that writes it."
+        ) from exc
