@@ -1,0 +1,223 @@
+"""Capture: run an MoE model over samples and keep per-sample routing and loss.
+
+One forward pass per batch gives both the routing (from hooks on the routers, see
+:mod:`pathwatch.capture.hooks`) and the loss (from the same pass's logits). Family differences live
+in :mod:`pathwatch.capture.families` only.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from pathwatch.capture.families import Routers, find_routers
+from pathwatch.capture.hooks import RoutingRecorder
+from pathwatch.capture.samples import Encoded, Sample, check_samples, encode_samples, read_samples
+from pathwatch.errors import InputError, invalid_parameter, unknown_name
+
+__all__ = ["Capture", "Sample", "capture", "read_samples"]
+
+PADDING_SIDES = ("right", "left")
+
+
+@dataclass(frozen=True)
+class Capture:
+    """Per-sample routing and loss of one model over N samples.
+
+    Attributes
+    ----------
+    mean_weights : float32 array of shape (N, L, E)
+        Router probability of each expert, averaged over the sample's real tokens; rows sum to 1.
+    loss : float32 array of shape (N,)
+        Mean next-token NLL over the sample's scored tokens.
+    n_tokens : int64 array of shape (N,)
+        Real tokens of the sample after truncation.
+    truncated : bool array of shape (N,)
+        The sample was cut to ``max_length`` tokens.
+    layers : list of int, length L
+        True decoder-layer index of each MoE layer.
+    router_weights : list of float32 arrays of shape (E, H), length L
+        Router weight matrix of each MoE layer.
+    family : str
+        Model family key of :mod:`pathwatch.capture.families`.
+    """
+
+    mean_weights: np.ndarray
+    loss: np.ndarray
+    n_tokens: np.ndarray
+    truncated: np.ndarray
+    layers: list[int]
+    router_weights: list[np.ndarray]
+    family: str
+
+
+def _check_options(batch_size: object, max_length: object, padding_side: object) -> None:
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise invalid_parameter("capture", "batch_size", "an int >= 1", batch_size)
+    if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 2:
+        raise invalid_parameter("capture", "max_length", "an int >= 2", max_length)
+    if padding_side not in PADDING_SIDES:
+        raise unknown_name("padding_side", str(padding_side), PADDING_SIDES)
+
+
+def _pad(
+    encoded: Encoded, rows: np.ndarray, padding_side: str, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Padded ids, real-token mask and scored-target mask of the samples ``rows``, each (B, S)."""
+    lengths = np.array([encoded.ids[i].size for i in rows])
+    width = int(lengths.max())
+    ids = np.zeros((rows.size, width), np.int64)
+    real = np.zeros((rows.size, width), bool)
+    scored = np.zeros((rows.size, width), bool)
+    for row, (i, n) in enumerate(zip(rows, lengths, strict=True)):
+        cols = slice(0, n) if padding_side == "right" else slice(width - n, width)
+        ids[row, cols] = encoded.ids[i]
+        real[row, cols] = True
+        scored[row, cols] = encoded.scored[i]
+    return tuple(torch.from_numpy(a).to(device) for a in (ids, real, scored))  # type: ignore[return-value]
+
+
+def _token_loss(logits: torch.Tensor, ids: torch.Tensor, scored: torch.Tensor) -> torch.Tensor:
+    """Mean next-token NLL per sample over the scored targets, float32 of shape (B,)."""
+    targets = scored[:, 1:]
+    rows = targets.nonzero()[:, 0]
+    nll = F.cross_entropy(logits[:, :-1][targets].float(), ids[:, 1:][targets], reduction="none")
+    total = torch.zeros(ids.shape[0], dtype=torch.float32, device=ids.device).index_add_(
+        0, rows, nll
+    )
+    return total / targets.sum(dim=1).clamp(min=1)
+
+
+def _forward(
+    model: Any,
+    recorder: RoutingRecorder,
+    ids: torch.Tensor,
+    real: torch.Tensor,
+    scored: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One forward pass: per-sample mean router probabilities (B, L, E) and loss (B,)."""
+    recorder.expect(real)
+    attention_mask = real.long()
+    position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
+    out = model(
+        input_ids=ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+    )
+    return recorder.means(), _token_loss(out.logits, ids, scored)
+
+
+def capture(
+    model: Any,
+    samples: Sequence[Any],
+    tokenizer: Any = None,
+    *,
+    batch_size: int = 16,
+    max_length: int = 512,
+    padding_side: str = "right",
+    progress: bool = False,
+) -> Capture:
+    """Run ``model`` over ``samples`` and keep each sample's mean routing and loss.
+
+    Samples are sorted by length into batches to reduce padding; results come back in the original
+    order. The forward pass runs in eval mode under ``torch.inference_mode`` (the model's mode is
+    restored afterwards); left padding passes ``position_ids`` so that results match unbatched ones.
+
+    Parameters
+    ----------
+    model : transformers.PreTrainedModel
+        An MoE causal LM (see :data:`pathwatch.capture.families.SUPPORTED`).
+    samples : sequence
+        Strings, sequences of token ids, mappings with ``text`` or ``input_ids`` (and optional
+        ``id``, ``domain``, ``prompt`` / ``loss_mask``), or :class:`Sample` from :func:`read_samples`.
+    tokenizer : transformers tokenizer, optional
+        Needed when any sample is text.
+    batch_size : int, default 16
+        Samples per forward pass.
+    max_length : int, default 512
+        Longer samples are cut (counted in ``Capture.truncated``, with a warning).
+    padding_side : {"right", "left"}, default "right"
+    progress : bool, default False
+        Show a tqdm bar (samples/s).
+
+    Returns
+    -------
+    Capture
+        ``mean_weights`` (N, L, E), ``loss`` (N,), ``n_tokens`` (N,), ``truncated`` (N,), ``layers``,
+        ``router_weights``, ``family``.
+
+    Raises
+    ------
+    UnsupportedModelError
+        The model has no recordable MoE router.
+    InputError
+        A bad sample or option, or a non-finite loss or routing.
+
+    Examples
+    --------
+    >>> cap = capture(model, [[1, 5, 7, 2], "some text"], tokenizer)  # doctest: +SKIP
+    >>> cap.mean_weights.shape  # doctest: +SKIP
+    (2, 16, 64)
+    """
+    _check_options(batch_size, max_length, padding_side)
+    routers: Routers = find_routers(model)
+    if isinstance(samples, (str, bytes, dict)) or not isinstance(samples, Sequence):
+        raise invalid_parameter("capture", "samples", "a list of samples", type(samples).__name__)
+    checked: list[Sample] = check_samples((s, f"samples[{i}]") for i, s in enumerate(samples))
+    encoded = encode_samples(
+        checked,
+        tokenizer,
+        max_length=max_length,
+        vocab_size=model.get_input_embeddings().num_embeddings,
+    )
+    if encoded.truncated.any():
+        warnings.warn(
+            f"capture: {int(encoded.truncated.sum())} of {len(checked)} samples were cut to "
+            f"max_length={max_length} tokens (see Capture.truncated).",
+            stacklevel=2,
+        )
+    n_tokens = np.array([ids.size for ids in encoded.ids], np.int64)
+    order = np.argsort(-n_tokens, kind="stable")
+    device = model.get_input_embeddings().weight.device
+    n, n_layers = len(checked), len(routers.layers)
+    mean_weights = np.empty((n, n_layers, routers.n_experts), np.float32)
+    loss = np.empty(n, np.float32)
+    was_training = model.training
+    model.eval()
+    try:
+        with (
+            torch.inference_mode(),
+            RoutingRecorder(routers) as recorder,
+            tqdm(total=n, unit="sample", desc="capture", disable=not progress) as bar,
+        ):
+            for start in range(0, n, batch_size):
+                rows = order[start : start + batch_size]
+                means, batch_loss = _forward(
+                    model, recorder, *_pad(encoded, rows, padding_side, device)
+                )
+                mean_weights[rows] = means.cpu().numpy()
+                loss[rows] = batch_loss.cpu().numpy()
+                bar.update(rows.size)
+    finally:
+        model.train(was_training)
+    bad = ~(np.isfinite(loss) & np.isfinite(mean_weights).all(axis=(1, 2)))
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise InputError(
+            f"capture: {int(bad.sum())} samples got a non-finite loss or routing (first: samples[{first}], "
+            f"id {checked[first].id!r}); check the checkpoint's weights for NaN or load it in float32."
+        )
+    return Capture(
+        mean_weights=mean_weights,
+        loss=loss,
+        n_tokens=n_tokens,
+        truncated=encoded.truncated,
+        layers=list(routers.layers),
+        router_weights=routers.weights(),
+        family=routers.family.key,
+    )

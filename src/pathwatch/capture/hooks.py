@@ -1,0 +1,107 @@
+"""Forward hooks on MoE routers that reduce routing to one mean probability vector per sample and layer.
+
+The reduction runs on the model's device inside the hook, so no per-token tensor leaves it: for each
+router, the per-token probabilities over all E experts are zeroed at padding, summed over the
+sample's real tokens and divided by their count. Hooks are always removed, even on exceptions.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from pathwatch.capture.families import SCORINGS, Routers, is_probability
+
+
+class RoutingRecorder:
+    """Context manager that hooks every router of a model and averages its probabilities per sample.
+
+    Before each forward pass, call :meth:`expect` with the batch's attention mask; after it,
+    :meth:`means` returns the (B, L, E) per-sample mean router probabilities on the model's device.
+
+    Parameters
+    ----------
+    routers : Routers
+        From :func:`pathwatch.capture.families.find_routers`.
+
+    Examples
+    --------
+    >>> with RoutingRecorder(routers) as recorder:  # doctest: +SKIP
+    ...     recorder.expect(attention_mask.bool())
+    ...     model(input_ids, attention_mask=attention_mask)
+    ...     means = recorder.means()
+    """
+
+    def __init__(self, routers: Routers) -> None:
+        self._routers = routers
+        self._handles: list[RemovableHandle] = []
+        # per layer: scoring name, chosen on the first call (the family's, or "identity" when the
+        # router already returns probabilities)
+        self._scorings: list[str | None] = [None] * len(routers.modules)
+        self._means: list[torch.Tensor | None] = [None] * len(routers.modules)
+        self._mask: torch.Tensor | None = None
+        self._counts: torch.Tensor | None = None
+
+    def __enter__(self) -> RoutingRecorder:
+        try:
+            for layer, module in enumerate(self._routers.modules):
+                self._handles.append(module.register_forward_hook(self._hook(layer)))
+        except BaseException:
+            self._remove()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._remove()
+
+    def _remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    @property
+    def scorings(self) -> list[str | None]:
+        """Scoring used by each layer's router (None before its first forward)."""
+        return list(self._scorings)
+
+    def expect(self, mask: torch.Tensor) -> None:
+        """Set the (B, S) boolean mask of real tokens for the next forward pass."""
+        self._mask = mask
+        self._counts = mask.sum(dim=1, keepdim=True).clamp(min=1).float()
+        self._means = [None] * len(self._means)
+
+    def means(self) -> torch.Tensor:
+        """Per-sample mean router probabilities of the last forward, of shape (B, L, E), float32."""
+        missing = [self._routers.layers[i] for i, m in enumerate(self._means) if m is None]
+        if missing:
+            raise RuntimeError(
+                f"routers of decoder layers {missing} did not run in the forward pass"
+            )
+        return torch.stack(self._means, dim=1)  # type: ignore[arg-type]
+
+    def _hook(self, layer: int) -> Any:
+        index = self._routers.output_index
+
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            if self._mask is None:
+                raise RuntimeError("RoutingRecorder.expect(mask) must be called before the forward")
+            scores = output[index] if isinstance(output, (tuple, list)) else output
+            batch, length = self._mask.shape
+            scores = scores.reshape(batch, length, -1)
+            if self._scorings[layer] is None:
+                raw = is_probability(scores[self._mask])
+                self._scorings[layer] = "identity" if raw else self._routers.family.scoring
+            probs = SCORINGS[self._scorings[layer]](scores)
+            probs = probs.masked_fill(~self._mask[..., None], 0.0)
+            self._means[layer] = probs.sum(dim=1) / self._counts
+
+        return hook

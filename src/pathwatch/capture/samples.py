@@ -1,0 +1,318 @@
+"""Samples: read them from JSONL or Parquet, check them, and turn them into token ids.
+
+A sample is text (``text``, optionally after an unscored ``prompt``) or token ids (``input_ids``,
+optionally with a ``loss_mask`` that is 1 where a token is a scored *target*), with an ``id`` (default:
+its position) and a ``domain`` (default ``"default"``; ``"all"`` is reserved for pooled analysis rows).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pathwatch.errors import InputError
+
+DEFAULT_DOMAIN = "default"
+RESERVED_DOMAIN = "all"
+_PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One probe sample; exactly one of ``text`` and ``input_ids`` is set."""
+
+    id: str
+    domain: str = DEFAULT_DOMAIN
+    text: str | None = None
+    input_ids: tuple[int, ...] | None = None
+    prompt: str | None = None
+    loss_mask: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """Token ids of N samples after truncation.
+
+    Attributes
+    ----------
+    ids : list of int64 arrays
+        Token ids of each sample, of length n_tokens[i].
+    scored : list of bool arrays
+        Same lengths; True where the token is a scored next-token target (never the first token).
+    truncated : bool array of shape (N,)
+        The sample was cut to ``max_length`` tokens.
+    """
+
+    ids: list[np.ndarray]
+    scored: list[np.ndarray]
+    truncated: np.ndarray
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _int_list(value: object, where: str, field: str) -> tuple[int, ...]:
+    """A non-empty list of non-negative ints, or a one-line InputError."""
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if (
+        isinstance(value, (str, bytes, Mapping))
+        or not isinstance(value, Sequence)
+        or not all(_is_int(v) for v in value)
+    ):
+        raise InputError(
+            f"{where}: field {field!r} must be a list of integer token ids; got {_short(value)}."
+        )
+    if len(value) == 0:
+        raise InputError(f"{where}: field {field!r} is empty; remove the sample or give it tokens.")
+    if min(value) < 0:
+        raise InputError(f"{where}: field {field!r} has a negative token id {min(value)}.")
+    return tuple(int(v) for v in value)
+
+
+def _short(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _text(value: object, where: str, field: str) -> str:
+    if not isinstance(value, str):
+        raise InputError(f"{where}: field {field!r} must be a string; got {_short(value)}.")
+    if not value.strip():
+        raise InputError(
+            f"{where}: field {field!r} must be a non-empty string; got {value!r}. "
+            "Remove or fill the sample."
+        )
+    return value
+
+
+def to_sample(obj: object, index: int, *, where: str | None = None) -> Sample:
+    """Check one sample given as a str, a sequence of token ids, a mapping, or a :class:`Sample`.
+
+    ``index`` is the default id; ``where`` names the sample in errors (default ``samples[index]``).
+    """
+    where = where or f"samples[{index}]"
+    if isinstance(obj, Sample):
+        obj = {k: v for k, v in vars(obj).items() if v is not None}
+    if isinstance(obj, str):
+        return Sample(id=str(index), text=_text(obj, where, "text"))
+    if not isinstance(obj, Mapping):
+        if isinstance(obj, (Sequence, np.ndarray)) and not isinstance(obj, bytes):
+            return Sample(id=str(index), input_ids=_int_list(obj, where, "input_ids"))
+        raise InputError(
+            f"{where}: a sample must be a string, a list of token ids, or a mapping with 'text' or "
+            f"'input_ids'; got {type(obj).__name__}."
+        )
+    fields = {k: v for k, v in obj.items() if v is not None}
+    has_text, has_ids = "text" in fields, "input_ids" in fields
+    if has_text == has_ids:
+        problem = (
+            "both" if has_text else f"neither (fields: {', '.join(map(str, fields)) or 'none'})"
+        )
+        raise InputError(
+            f"{where}: a sample needs exactly one of field 'text' (a string) or 'input_ids' "
+            f"(a list of token ids); got {problem}."
+        )
+    sample_id = fields.get("id", index)
+    if not (isinstance(sample_id, str) or _is_int(sample_id)) or str(sample_id) == "":
+        raise InputError(
+            f"{where}: field 'id' must be a non-empty string or an integer; got {_short(sample_id)}."
+        )
+    domain = fields.get("domain", DEFAULT_DOMAIN)
+    if not isinstance(domain, str) or not domain:
+        raise InputError(
+            f"{where}: field 'domain' must be a non-empty string; got {_short(domain)}."
+        )
+    if domain == RESERVED_DOMAIN:
+        raise InputError(
+            f"{where}: domain {RESERVED_DOMAIN!r} is reserved for the pooled analysis rows; "
+            "rename the domain."
+        )
+    if has_text:
+        if "loss_mask" in fields:
+            raise InputError(
+                f"{where}: field 'loss_mask' needs 'input_ids'; for text use 'prompt' to leave "
+                "the prompt unscored."
+            )
+        prompt = _text(fields["prompt"], where, "prompt") if "prompt" in fields else None
+        return Sample(
+            str(sample_id), domain, text=_text(fields["text"], where, "text"), prompt=prompt
+        )
+    if "prompt" in fields:
+        raise InputError(
+            f"{where}: field 'prompt' needs 'text'; for token ids use 'loss_mask' (1 = scored target)."
+        )
+    ids = _int_list(fields["input_ids"], where, "input_ids")
+    mask = None
+    if "loss_mask" in fields:
+        mask = _int_list(fields["loss_mask"], where, "loss_mask")
+        if len(mask) != len(ids) or not set(mask) <= {0, 1}:
+            raise InputError(
+                f"{where}: field 'loss_mask' must hold one 0/1 per token ({len(ids)} values); "
+                f"got {len(mask)} values {sorted(set(mask))[:5]}."
+            )
+    return Sample(str(sample_id), domain, input_ids=ids, loss_mask=mask)
+
+
+def check_samples(items: Iterable[tuple[object, str]]) -> list[Sample]:
+    """Check (sample, location) pairs in order; ids must be unique."""
+    samples: list[Sample] = []
+    first_seen: dict[str, str] = {}
+    for index, (obj, where) in enumerate(items):
+        sample = to_sample(obj, index, where=where)
+        if sample.id in first_seen:
+            raise InputError(
+                f"{where}: id {sample.id!r} is already used by {first_seen[sample.id]}; "
+                "ids must be unique."
+            )
+        first_seen[sample.id] = where
+        samples.append(sample)
+    if not samples:
+        raise InputError("No samples given; pass at least one sample.")
+    return samples
+
+
+def _jsonl_rows(path: Path, text: str) -> Iterator[tuple[object, str]]:
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(
+                f"{where}: malformed JSON ({exc.msg} at column {exc.colno}); "
+                "each line must be one JSON object."
+            ) from exc
+        if not isinstance(row, dict):
+            raise InputError(f"{where}: each line must be a JSON object; got {type(row).__name__}.")
+        yield row, where
+
+
+def read_samples(path: str | Path) -> list[Sample]:
+    """Read samples from a JSONL or Parquet file.
+
+    Each line (row) has ``text`` or ``input_ids``, and optionally ``id`` (default: the sample's
+    0-based position), ``domain`` (default ``"default"``), ``prompt`` (text only) and ``loss_mask``
+    (ids only). Blank JSONL lines are skipped.
+
+    Parameters
+    ----------
+    path : str or Path
+        ``*.parquet`` / ``*.pq`` is read as Parquet, anything else as JSONL.
+
+    Returns
+    -------
+    list of Sample
+        In file order.
+
+    Raises
+    ------
+    InputError
+        One line naming ``file:line`` (or ``file:row``), the field and the fix.
+
+    Examples
+    --------
+    >>> import json, tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "s.jsonl"
+    >>> _ = p.write_text(json.dumps({"text": "2 + 2 = 4", "domain": "math"}) + "\\n")
+    >>> read_samples(p)[0].domain
+    'math'
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(
+            f"Samples file {path} does not exist or is not a file; pass a JSONL or Parquet file "
+            "with a 'text' or 'input_ids' field."
+        )
+    try:
+        if path.suffix.lower() in _PARQUET_SUFFIXES:
+            import pyarrow.parquet as pq
+
+            rows: Iterable[tuple[object, str]] = [
+                (row, f"{path}:row {i}")
+                for i, row in enumerate(pq.read_table(path).to_pylist(), start=1)
+            ]
+        else:
+            rows = _jsonl_rows(path, path.read_text(encoding="utf-8"))
+        samples = check_samples(rows)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"Cannot read samples file {path}: {exc}.") from exc
+    except InputError as exc:
+        if str(exc).startswith("No samples"):
+            raise InputError(f"{path}: the file has no samples; add lines with 'text'.") from None
+        raise
+    return samples
+
+
+def encode_samples(
+    samples: Sequence[Sample],
+    tokenizer: Any = None,
+    *,
+    max_length: int,
+    vocab_size: int | None = None,
+) -> Encoded:
+    """Token ids and scored-target masks of checked samples, cut to ``max_length`` tokens.
+
+    Text is tokenized with the tokenizer's special tokens; a ``prompt`` is tokenized the same way and
+    the text is appended without special tokens, so that the prompt's tokens are never targets.
+
+    Raises
+    ------
+    InputError
+        Text without a tokenizer, a token id outside the vocabulary, or a sample with no scored token.
+    """
+    texts = [i for i, s in enumerate(samples) if s.text is not None]
+    token_ids: dict[int, list[int]] = {}
+    n_unscored: dict[int, int] = {}
+    if texts:
+        if tokenizer is None:
+            raise InputError(
+                f"samples[{texts[0]}] is text; pass tokenizer= (or give 'input_ids' instead of 'text')."
+            )
+        with_prompt = [i for i in texts if samples[i].prompt is not None]
+        plain = [i for i in texts if samples[i].prompt is None]
+        if plain:
+            encoded = tokenizer([samples[i].text for i in plain])["input_ids"]
+            token_ids.update(zip(plain, map(list, encoded), strict=True))
+        if with_prompt:
+            prompts = tokenizer([samples[i].prompt for i in with_prompt])["input_ids"]
+            bodies = tokenizer([samples[i].text for i in with_prompt], add_special_tokens=False)[
+                "input_ids"
+            ]
+            for i, prompt, body in zip(with_prompt, prompts, bodies, strict=True):
+                token_ids[i] = [*prompt, *body]
+                n_unscored[i] = len(prompt)
+    ids: list[np.ndarray] = []
+    scored: list[np.ndarray] = []
+    full_length = np.empty(len(samples), np.int64)
+    for i, sample in enumerate(samples):
+        seq = np.asarray(token_ids[i] if sample.text is not None else sample.input_ids, np.int64)
+        full_length[i] = seq.size
+        mask = (
+            np.asarray(sample.loss_mask, bool)
+            if sample.loss_mask is not None
+            else np.arange(seq.size) >= n_unscored.get(i, 0)
+        )
+        mask[:1] = False
+        ids.append(seq[:max_length])
+        scored.append(mask[:max_length])
+    for i, (seq, mask) in enumerate(zip(ids, scored, strict=True)):
+        if seq.size == 0 or not mask.any():
+            raise InputError(
+                f"samples[{i}] (id {samples[i].id!r}) has no scored next-token target "
+                f"({seq.size} tokens after truncation to {max_length}); give it at least 2 tokens "
+                "with a scored token after the first (and after any prompt)."
+            )
+        if vocab_size is not None and seq.max() >= vocab_size:
+            raise InputError(
+                f"samples[{i}] (id {samples[i].id!r}) has token id {int(seq.max())} but the model's "
+                f"vocabulary has {vocab_size} ids; use the model's own tokenizer."
+            )
+    return Encoded(ids=ids, scored=scored, truncated=full_length > max_length)
