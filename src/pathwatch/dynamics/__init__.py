@@ -1,0 +1,26 @@
+"""Memorization and generalization onsets, and the pairing of their groups (SPEC §1)."""
+
+from pathwatch.dynamics.embeddings import Embeddings, embed_texts, minilm_available
+from pathwatch.dynamics.matching import group_similarity, match_groups
+from pathwatch.dynamics.onsets import (
+    NEVER,
+    EpsilonChoice,
+    auto_epsilon,
+    generalization_onset,
+    group_labels,
+    memorization_onset,
+)
+
+__all__ = [
+    "NEVER",
+    "Embeddings",
+    "EpsilonChoice",
+    "auto_epsilon",
+    "embed_texts",
+    "generalization_onset",
+    "group_labels",
+    "group_similarity",
+    "match_groups",
+    "memorization_onset",
+    "minilm_available",
+]

@@ -1,0 +1,309 @@
+"""Memorization onsets of training samples and generalization onsets of test items (SPEC §1).
+
+A training sample is *memorized from* checkpoint t* when, for every checkpoint t ≥ t*, its loss is at
+most ε and within δ of its loss at the last checkpoint T. A test item *generalizes from* t# when it is
+correct at t#, its accuracy over t# and all later checkpoints exceeds 0.8, and it makes at most one
+error after t#. Samples (items) with the same onset form the group ``train@<t*>`` (``test@<t#>``).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from pathwatch.errors import InputError, invalid_parameter
+
+NEVER = -1
+"""Onset of a sample (item) that is never memorized (generalized)."""
+
+_TARGET = (0.20, 0.25)
+_COARSE_STEP = 0.1
+_FINEST_STEP = 1e-6
+
+
+class EpsilonChoice(NamedTuple):
+    """The ε chosen by :func:`auto_epsilon` for one domain.
+
+    Attributes
+    ----------
+    epsilon : float
+        The loss threshold ε.
+    fraction : float
+        Fraction of the samples memorized before the last checkpoint at this ε.
+    in_target : bool
+        Whether ``fraction`` lies in the target band.
+    grid_step : float
+        Spacing of the grid ε was taken from (0.1, or a finer decade).
+    note : str
+        One line on how ε was chosen; says so when no grid point reached the target band.
+    """
+
+    epsilon: float
+    fraction: float
+    in_target: bool
+    grid_step: float
+    note: str
+
+
+def _steps(steps: ArrayLike, n_checkpoints: int, func: str) -> NDArray[np.int64]:
+    """Validate checkpoint steps: 1-D integers, strictly increasing, one per checkpoint."""
+    arr = np.asarray(steps)
+    if arr.ndim != 1 or arr.shape[0] != n_checkpoints:
+        raise invalid_parameter(
+            func, "steps", f"a 1-D array of {n_checkpoints} checkpoint steps", arr.shape
+        )
+    integral = np.issubdtype(arr.dtype, np.integer) or (
+        np.issubdtype(arr.dtype, np.floating) and np.all(arr == np.round(arr))
+    )
+    if not integral:
+        raise invalid_parameter(func, "steps", "integer checkpoint steps", arr.tolist())
+    arr = arr.astype(np.int64)
+    if np.any(np.diff(arr) <= 0):
+        raise invalid_parameter(func, "steps", "strictly increasing", arr.tolist())
+    return arr
+
+
+def _losses(losses: ArrayLike, func: str) -> NDArray[np.float64]:
+    """Validate an (N, T) loss matrix: numeric, finite, at least one checkpoint."""
+    arr = np.asarray(losses, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[1] == 0:
+        raise invalid_parameter(
+            func, "losses", "a 2-D array of shape (N samples, T checkpoints)", arr.shape
+        )
+    bad = np.argwhere(~np.isfinite(arr))
+    if bad.size:
+        i, t = (int(v) for v in bad[0])
+        raise InputError(
+            f"The 'losses' parameter of {func} must be finite; got {arr[i, t]} for sample {i} at "
+            f"checkpoint {t} ({len(bad)} non-finite value(s) in all). Recompute or drop that sample."
+        )
+    return arr
+
+
+def _stable_suffix(ok: NDArray[np.bool_]) -> NDArray[np.bool_]:
+    """True at (i, t) when ``ok`` holds at t and at every later checkpoint (reverse cumulative AND)."""
+    return np.logical_and.accumulate(ok[:, ::-1], axis=1)[:, ::-1]
+
+
+def _first_step(mask: NDArray[np.bool_], steps: NDArray[np.int64]) -> NDArray[np.int64]:
+    """Per row, the step of the first True column of ``mask``, or :data:`NEVER`."""
+    first = mask.argmax(axis=1)
+    return np.where(mask.any(axis=1), steps[first], NEVER).astype(np.int64)
+
+
+def memorization_onset(
+    losses: ArrayLike, steps: ArrayLike, eps: float | ArrayLike, delta: float = 0.05
+) -> NDArray[np.int64]:
+    """Memorization onset t* of each training sample.
+
+    A sample is memorized from t* when, for every checkpoint t ≥ t*, ``loss(t) <= eps`` and
+    ``|loss(t) - loss(T)| <= delta``, T the last checkpoint.
+
+    Parameters
+    ----------
+    losses : array of shape (N, T)
+        Per-sample mean token loss at each checkpoint, finite.
+    steps : array of shape (T,)
+        Checkpoint steps, strictly increasing.
+    eps : float or array of shape (N,)
+        Loss threshold ε, one for all samples or one per sample (e.g. its domain's ε).
+    delta : float, default 0.05
+        Allowed distance from the final loss.
+
+    Returns
+    -------
+    onsets : int64 array of shape (N,)
+        The onset step, or -1 when the sample is never memorized.
+
+    Examples
+    --------
+    >>> memorization_onset([[2.0, 0.33, 0.31, 0.3], [2.0, 1.0, 0.9, 0.8]], [10, 20, 30, 40], 0.6)
+    array([20, -1])
+    """
+    func = "memorization_onset"
+    arr = _losses(losses, func)
+    step_arr = _steps(steps, arr.shape[1], func)
+    eps_arr = np.asarray(eps, dtype=np.float64)
+    if eps_arr.ndim > 1 or (eps_arr.ndim == 1 and eps_arr.shape[0] != arr.shape[0]):
+        raise invalid_parameter(func, "eps", f"a float or an array of {arr.shape[0]} floats", eps)
+    if not np.all(np.isfinite(eps_arr) & (eps_arr > 0)):
+        raise invalid_parameter(func, "eps", "positive and finite", eps)
+    if not (np.isfinite(delta) and delta >= 0):
+        raise invalid_parameter(func, "delta", "a non-negative float", delta)
+    eps_col = eps_arr.reshape(-1, 1) if eps_arr.ndim else eps_arr
+    ok = (arr <= eps_col) & (np.abs(arr - arr[:, -1:]) <= delta)
+    return _first_step(_stable_suffix(ok), step_arr)
+
+
+def auto_epsilon(
+    losses: ArrayLike,
+    steps: ArrayLike,
+    *,
+    delta: float = 0.05,
+    target: tuple[float, float] = _TARGET,
+) -> EpsilonChoice:
+    """Choose ε for one domain so that a target fraction of its samples is memorized before T.
+
+    The search starts on the paper's 0.1 grid (0.1, 0.2, …). When no point of it lands in the
+    target band, it refines the bracket where the fraction crosses the band on a grid ten times
+    finer (0.01, then 0.001, … down to 1e-6), so that losses of 0.01–0.1 nats get an ε as well as
+    losses of 1.5–2 nats. The smallest ε in the band is chosen; if none is, the grid point whose
+    fraction is closest to the band (smallest ε on ties), and ``note`` says so.
+
+    A sample is memorized before T exactly when it satisfies the rule at the last two checkpoints,
+    so the fraction at any ε is read from the sorted losses; no onset is recomputed per grid point.
+
+    Parameters
+    ----------
+    losses : array of shape (N, T)
+        Per-sample losses of one domain, T >= 2 checkpoints.
+    steps : array of shape (T,)
+        Checkpoint steps, strictly increasing.
+    delta : float, default 0.05
+        δ of :func:`memorization_onset`.
+    target : (float, float), default (0.20, 0.25)
+        Band of the fraction memorized before the last checkpoint.
+
+    Returns
+    -------
+    EpsilonChoice
+        ``(epsilon, fraction, in_target, grid_step, note)``.
+
+    Examples
+    --------
+    >>> losses = [[2.0, 0.05 * i, 0.05 * i] for i in range(1, 21)]
+    >>> choice = auto_epsilon(losses, [1, 2, 3])
+    >>> choice.epsilon, choice.fraction
+    (0.2, 0.2)
+    """
+    func = "auto_epsilon"
+    arr = _losses(losses, func)
+    _steps(steps, arr.shape[1], func)
+    if arr.shape[0] == 0 or arr.shape[1] < 2:
+        raise invalid_parameter(
+            func, "losses", "at least one sample and two checkpoints", arr.shape
+        )
+    if not (np.isfinite(delta) and delta >= 0):
+        raise invalid_parameter(func, "delta", "a non-negative float", delta)
+    low, high = (float(v) for v in target)
+    if not 0 <= low <= high <= 1:
+        raise invalid_parameter(
+            func, "target", "a band (low, high) with 0 <= low <= high <= 1", target
+        )
+
+    # memorized before T  <=>  rule holds at T-1 and T  <=>  stable & max(last two losses) <= eps
+    stable = np.abs(arr[:, -2] - arr[:, -1]) <= delta
+    need = np.sort(np.maximum(arr[stable, -2], arr[stable, -1]))
+    n = arr.shape[0]
+
+    def fraction(eps: NDArray[np.float64]) -> NDArray[np.float64]:
+        return np.searchsorted(need, eps, side="right") / n
+
+    step, lo = _COARSE_STEP, 0.0
+    # coarse grid: up to the first point past the band (or where the fraction stops growing)
+    k_high = min(int(np.floor(high * n)), need.size - 1)
+    top = need[k_high] if need.size else _COARSE_STEP
+    grid = np.round(np.arange(1, int(np.ceil(top / step)) + 2) * step, 1)
+    seen_eps, seen_frac, seen_step = [grid], [fraction(grid)], [np.full(grid.size, step)]
+    while True:
+        frac = seen_frac[-1]
+        inside = (frac >= low) & (frac <= high)
+        if inside.any():
+            i = int(np.argmax(inside))
+            eps = float(seen_eps[-1][i])
+            note = f"ε = {eps:g} on the {step:g} grid: {frac[i]:.1%} memorized before the last checkpoint"
+            return EpsilonChoice(eps, float(frac[i]), True, step, note)
+        if step / 10 < _FINEST_STEP or not (frac > high).any():
+            break  # finest grid reached, or the band lies above every reachable fraction
+        below = seen_eps[-1][frac < low]
+        lo = float(below.max()) if below.size else lo
+        step /= 10
+        digits = round(-np.log10(step))
+        grid = np.round(lo + np.arange(1, 10) * step, digits)
+        seen_eps.append(grid)
+        seen_frac.append(fraction(grid))
+        seen_step.append(np.full(grid.size, step))
+
+    eps_all, frac_all = np.concatenate(seen_eps), np.concatenate(seen_frac)
+    step_all = np.concatenate(seen_step)
+    gap = np.maximum(low - frac_all, frac_all - high)
+    order = np.lexsort((eps_all, gap))
+    i = int(order[0])
+    note = (
+        f"no ε on grids down to {_FINEST_STEP:g} puts {low:.0%}–{high:.0%} of the samples in "
+        f"memorization before the last checkpoint; closest: ε = {eps_all[i]:g} with {frac_all[i]:.1%}"
+        f" ({stable.sum()} of {n} samples are stable within δ = {delta:g} at the last two checkpoints)"
+    )
+    return EpsilonChoice(float(eps_all[i]), float(frac_all[i]), False, float(step_all[i]), note)
+
+
+def generalization_onset(correct: ArrayLike, steps: ArrayLike) -> NDArray[np.int64]:
+    """Generalization onset t# of each test item.
+
+    The earliest checkpoint at which the item is correct, its accuracy over that checkpoint and
+    all later ones exceeds 0.8, and it makes at most one error among the later checkpoints.
+
+    Parameters
+    ----------
+    correct : array of shape (M, T)
+        Correctness (0/1 or bool) of each test item at each checkpoint.
+    steps : array of shape (T,)
+        Checkpoint steps, strictly increasing.
+
+    Returns
+    -------
+    onsets : int64 array of shape (M,)
+        The onset step, or -1 when the item never generalizes.
+
+    Examples
+    --------
+    >>> generalization_onset([[0, 1, 1, 0, 1, 1, 1], [1, 0, 0, 1, 0, 1, 0]], range(7))
+    array([ 1, -1])
+    """
+    func = "generalization_onset"
+    arr = np.asarray(correct)
+    if arr.ndim != 2 or arr.shape[1] == 0:
+        raise invalid_parameter(
+            func, "correct", "a 2-D array of shape (M items, T checkpoints)", arr.shape
+        )
+    if arr.dtype != np.bool_ and not np.all((arr == 0) | (arr == 1)):
+        bad = np.argwhere(~((arr == 0) | (arr == 1)))[0]
+        raise InputError(
+            f"The 'correct' parameter of {func} must hold 0/1 values; got {arr[tuple(bad)].item()!r} for "
+            f"item {bad[0]} at checkpoint {bad[1]}. Convert scores to correctness first."
+        )
+    step_arr = _steps(steps, arr.shape[1], func)
+    hit = arr.astype(bool)
+    n_from = np.arange(arr.shape[1], 0, -1)  # checkpoints from t to T, inclusive
+    correct_from = np.cumsum(hit[:, ::-1], axis=1)[:, ::-1]  # correct answers from t on
+    errors_after = n_from - correct_from - (~hit).astype(np.int64)  # errors strictly after t
+    accurate = 5 * correct_from > 4 * n_from  # mean accuracy > 0.8, in exact integers
+    return _first_step(hit & accurate & (errors_after <= 1), step_arr)
+
+
+def group_labels(onsets: ArrayLike, *, kind: str) -> NDArray[np.str_]:
+    """Group label of each onset: ``"<kind>@<step>"``, or ``"<kind>@never"`` for -1.
+
+    Parameters
+    ----------
+    onsets : int array of shape (N,)
+        Onsets from :func:`memorization_onset` or :func:`generalization_onset`.
+    kind : {"train", "test"}
+        Prefix of the label.
+
+    Returns
+    -------
+    labels : str array of shape (N,)
+
+    Examples
+    --------
+    >>> group_labels([100, -1], kind="train").tolist()
+    ['train@100', 'train@never']
+    """
+    if kind not in ("train", "test"):
+        raise invalid_parameter("group_labels", "kind", "'train' or 'test'", kind)
+    arr = np.asarray(onsets, dtype=np.int64)
+    named = np.char.add(f"{kind}@", arr.astype(str))
+    return np.where(arr == NEVER, f"{kind}@never", named)
