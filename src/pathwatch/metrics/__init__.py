@@ -1,0 +1,39 @@
+"""Routing metrics: pathways, pathway distance, consistency / smoothness (SPEC §1)."""
+
+from pathwatch.metrics.consistency import (
+    ConsistencyMetrics,
+    adjacent_cosine,
+    consistency,
+    consistency_metrics,
+    layer_cosines,
+    smoothness,
+)
+from pathwatch.metrics.distance import (
+    UNITS,
+    DistanceStats,
+    layer_distances,
+    mean_pairwise_distance,
+    pairwise_distance_stats,
+    pathway_distance,
+)
+from pathwatch.metrics.pathways import LAYER_BOUNDARY, Pathway, Pathways, pathway_string, pathways
+
+__all__ = [
+    "LAYER_BOUNDARY",
+    "UNITS",
+    "ConsistencyMetrics",
+    "DistanceStats",
+    "Pathway",
+    "Pathways",
+    "adjacent_cosine",
+    "consistency",
+    "consistency_metrics",
+    "layer_cosines",
+    "layer_distances",
+    "mean_pairwise_distance",
+    "pairwise_distance_stats",
+    "pathway_distance",
+    "pathway_string",
+    "pathways",
+    "smoothness",
+]
