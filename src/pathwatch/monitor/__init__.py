@@ -1,0 +1,38 @@
+"""Monitor a live training run: pathway metrics of a fixed probe set at every checkpoint save.
+
+``PathwayMonitor`` works in any training loop; ``PathwayCallback`` plugs it into a
+``transformers.Trainer`` and ``pathwatch.monitor.lightning.PathwayLightningCallback`` into Lightning
+(imported from its own module, as it needs the ``lightning`` extra). Names are imported lazily, so
+that the sinks load without torch.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+# public name -> module that defines it
+_LAZY: dict[str, str] = {
+    "PathwayMonitor": "pathwatch.monitor.probe",
+    "MonitorWarning": "pathwatch.monitor.probe",
+    "PathwayCallback": "pathwatch.monitor.hf_trainer",
+    "Sink": "pathwatch.monitor.sinks",
+    "JSONLSink": "pathwatch.monitor.sinks",
+    "TensorBoardSink": "pathwatch.monitor.sinks",
+    "WandbSink": "pathwatch.monitor.sinks",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pathwatch.monitor' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,321 @@
+"""Watch a training run from inside its loop: the pipeline's stages on a fixed probe set, per checkpoint.
+
+:class:`PathwayMonitor` holds a fixed set of already-seen training samples (the *probe set*). At each
+checkpoint, :meth:`PathwayMonitor.on_checkpoint` captures their routing with
+:func:`pathwatch.capture.capture`, keeps their loss history, and computes with
+:mod:`pathwatch.metrics` and :mod:`pathwatch.dynamics.onsets` the quantities the offline analysis
+reports: pathway distance (all samples, and memorized ones only), consistency, smoothness, adjacent
+layer cosine, memorized fraction and loss, pooled (``all``) and per domain. It holds no metric code of
+its own, so its numbers equal what ``pathwatch analyze`` computes on the same checkpoints.
+
+Memorization online. SPEC's rule needs the last checkpoint T of the run, unknown while it trains. The
+monitor applies the rule with T = the latest checkpoint seen so far, and counts a sample as memorized
+when its onset lies *before* that checkpoint: loss ≤ ε at the previous and latest checkpoints (and
+at every checkpoint since its onset), each within δ of the latest loss. At the first checkpoint no
+sample can be memorized. At the run's last checkpoint this is exactly the offline rule.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from numbers import Integral, Real
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from pathwatch.capture import Capture, capture
+from pathwatch.capture.samples import DEFAULT_DOMAIN, check_samples
+from pathwatch.dynamics.onsets import NEVER, auto_epsilon, memorization_onset
+from pathwatch.errors import InputError, invalid_parameter, unknown_name
+from pathwatch.metrics import Pathways, consistency_metrics, mean_pairwise_distance, pathways
+from pathwatch.monitor.sinks import Sink
+
+ALL = "all"
+"""Scope name of the pooled metrics (every probe sample)."""
+
+_UNITS = ("char", "expert")
+
+
+class MonitorWarning(UserWarning):
+    """The generalization signal of a monitored run stalls or reverses."""
+
+
+class PathwayMonitor:
+    """Compute pathway metrics on a fixed probe set at every checkpoint of a training run.
+
+    Parameters
+    ----------
+    samples : sequence of str, token-id sequences, or mappings
+        The probe set: training samples the model has already seen, in any form
+        :func:`pathwatch.capture.capture` takes. A mapping may carry ``"domain"``; then every metric
+        is also reported per domain.
+    tokenizer : transformers tokenizer, optional
+        Needed when samples are text.
+    sinks : iterable of Sink
+        Where each checkpoint's record goes (:class:`~pathwatch.monitor.sinks.JSONLSink`,
+        :class:`~pathwatch.monitor.sinks.TensorBoardSink`, :class:`~pathwatch.monitor.sinks.WandbSink`,
+        or any object with ``log(record, step)`` and ``close()``).
+    threshold : float, default 0.7
+        Cumulative routing weight a pathway keeps per layer, in (0, 1].
+    unit : {"char", "expert"}, default "char"
+        Unit of the pathway distance (see :func:`pathwatch.mean_pairwise_distance`).
+    epsilon : "auto", float, or mapping domain -> float, default "auto"
+        Loss threshold ε of memorization. ``"auto"`` re-chooses ε per domain at every checkpoint with
+        :func:`pathwatch.auto_epsilon` on the history so far (so the memorized fraction stays near
+        its 20–25 % target band by construction and the logged ``epsilon/<domain>`` is the signal);
+        a fixed ε makes the memorized fraction itself the signal.
+    delta : float, default 0.05
+        Stability tolerance δ of memorization.
+    max_pairs : int, optional
+        Estimate distances on this many sampled pairs per group instead of all pairs.
+    warn_after : int, default 3
+        Warn when the distance of memorized samples has risen at this many consecutive checkpoints.
+    batch_size, max_length : int
+        Passed to :func:`pathwatch.capture.capture`.
+
+    Attributes
+    ----------
+    steps : list of int
+        Steps of the checkpoints seen so far.
+    history : list of dict
+        The record of each checkpoint (what the sinks received, plus ``"step"``).
+    losses : float array of shape (N, T)
+        Per-sample loss at each checkpoint seen so far.
+
+    Examples
+    --------
+    >>> monitor = PathwayMonitor([[5, 6, 7, 8]] * 4, sinks=[JSONLSink("monitor.jsonl")])  # doctest: +SKIP
+    >>> record = monitor.on_checkpoint(model, step=100)  # doctest: +SKIP
+    >>> record["distance/all"]  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[Any],
+        *,
+        tokenizer: Any = None,
+        sinks: Iterable[Sink] = (),
+        threshold: float = 0.7,
+        unit: Literal["char", "expert"] = "char",
+        epsilon: float | Mapping[str, float] | Literal["auto"] = "auto",
+        delta: float = 0.05,
+        max_pairs: int | None = None,
+        warn_after: int = 3,
+        batch_size: int = 16,
+        max_length: int = 512,
+    ) -> None:
+        func = "PathwayMonitor"
+        if isinstance(samples, (str, bytes, Mapping)) or not isinstance(samples, Sequence):
+            raise invalid_parameter(func, "samples", "a list of samples", type(samples).__name__)
+        if not (_is_real(threshold) and 0 < threshold <= 1):
+            raise invalid_parameter(func, "threshold", "a float in (0, 1]", threshold)
+        if unit not in _UNITS:
+            raise unknown_name("distance unit", str(unit), _UNITS)
+        if not (_is_real(delta) and math.isfinite(delta) and delta >= 0):
+            raise invalid_parameter(func, "delta", "a non-negative float", delta)
+        if max_pairs is not None and not (_is_int(max_pairs) and max_pairs > 0):
+            raise invalid_parameter(func, "max_pairs", "a positive int or None", max_pairs)
+        if not (_is_int(warn_after) and warn_after > 0):
+            raise invalid_parameter(func, "warn_after", "a positive int", warn_after)
+        self.samples = check_samples((s, f"samples[{i}]") for i, s in enumerate(samples))
+        self.tokenizer = tokenizer
+        self.sinks = list(sinks)
+        self.threshold = float(threshold)
+        self.unit = unit
+        self.delta = float(delta)
+        self.max_pairs = max_pairs
+        self.warn_after = warn_after
+        self.batch_size = batch_size
+        self.max_length = max_length
+
+        # ε is chosen per domain; samples without domains are one domain, reported as "all" only
+        self._domains = np.array([s.domain for s in self.samples])
+        self._eps_groups = sorted(set(self._domains.tolist()))
+        self._by_domain = self._eps_groups != [DEFAULT_DOMAIN]
+        everything = np.arange(len(self.samples))
+        self._scopes = {ALL: everything}
+        if self._by_domain:
+            self._scopes.update({d: np.flatnonzero(self._domains == d) for d in self._eps_groups})
+        self.epsilon = self._check_epsilon(epsilon)
+
+        self.steps: list[int] = []
+        self.history: list[dict[str, float]] = []
+        self._losses: list[NDArray[np.float64]] = []
+        self._rising = dict.fromkeys(self._scopes, 0)
+
+    def _check_epsilon(
+        self, epsilon: float | Mapping[str, float] | str
+    ) -> dict[str, float] | Literal["auto"]:
+        """Validate ε and return it as "auto" or a mapping ε-group -> ε."""
+        expected = '"auto", a positive float, or a mapping domain -> positive float'
+        if isinstance(epsilon, str):
+            if epsilon != "auto":
+                raise invalid_parameter("PathwayMonitor", "epsilon", expected, epsilon)
+            return "auto"
+        values = (
+            epsilon if isinstance(epsilon, Mapping) else dict.fromkeys(self._eps_groups, epsilon)
+        )
+        missing = sorted(set(self._eps_groups) - set(values))
+        if missing:
+            raise InputError(
+                f"The 'epsilon' parameter of PathwayMonitor has no value for domain(s) {missing}; "
+                f"give one per domain of the samples: {self._eps_groups}."
+            )
+        for value in values.values():
+            if not (_is_real(value) and math.isfinite(value) and value > 0):
+                raise invalid_parameter("PathwayMonitor", "epsilon", expected, epsilon)
+        return {group: float(values[group]) for group in self._eps_groups}
+
+    @property
+    def losses(self) -> NDArray[np.float64]:
+        """Per-sample loss at each checkpoint seen so far, of shape (N, T)."""
+        if not self._losses:
+            return np.empty((len(self.samples), 0))
+        return np.stack(self._losses, axis=1)
+
+    def on_checkpoint(self, model: Any, step: int) -> dict[str, float]:
+        """Capture the probe set with ``model`` at training ``step``, log the metrics, return them.
+
+        The model is put in eval mode for the capture; every module's train/eval mode is restored
+        afterwards.
+
+        Parameters
+        ----------
+        model : transformers MoE causal LM
+            The model being trained, as it is at ``step``.
+        step : int
+            Training step of the checkpoint; larger than every step seen before.
+
+        Returns
+        -------
+        record : dict
+            Metric name -> value, e.g. ``"distance/all"``, ``"distance_memorized/math"``,
+            ``"memorized_fraction/all"``, ``"warning/all"``, ``"monitor/seconds"``. NaN where a
+            metric is undefined (an empty memorized group; consistency of every sample NaN).
+        """
+        if not _is_int(step):
+            raise invalid_parameter("PathwayMonitor.on_checkpoint", "step", "an int", step)
+        if self.steps and step <= self.steps[-1]:
+            raise invalid_parameter(
+                "PathwayMonitor.on_checkpoint",
+                "step",
+                f"larger than the last monitored step {self.steps[-1]}",
+                step,
+            )
+        start = time.perf_counter()
+        modes = {module: module.training for module in model.modules()}
+        model.eval()
+        try:
+            result = capture(
+                model,
+                self.samples,
+                self.tokenizer,
+                batch_size=self.batch_size,
+                max_length=self.max_length,
+            )
+        finally:
+            for module, training in modes.items():
+                module.training = training
+        self.steps.append(int(step))
+        self._losses.append(np.asarray(result.loss, dtype=np.float64))
+        record = self._metrics(result)
+        record["monitor/seconds"] = time.perf_counter() - start
+        for sink in self.sinks:
+            sink.log(record, int(step))
+        self.history.append({"step": float(step), **record})
+        return record
+
+    def _memorized(self) -> tuple[NDArray[np.bool_], dict[str, float]]:
+        """Which probe samples are memorized before the latest checkpoint, and the ε of each group."""
+        losses, steps = self.losses, np.asarray(self.steps)
+        if len(steps) < 2:  # nothing can be memorized *before* the only checkpoint
+            eps = (
+                dict.fromkeys(self._eps_groups, math.nan)
+                if self.epsilon == "auto"
+                else self.epsilon
+            )
+            return np.zeros(len(self.samples), dtype=bool), eps
+        if self.epsilon == "auto":
+            eps = {
+                g: auto_epsilon(losses[self._domains == g], steps, delta=self.delta).epsilon
+                for g in self._eps_groups
+            }
+        else:
+            eps = self.epsilon
+        per_sample = np.array([eps[d] for d in self._domains])
+        onset = memorization_onset(losses, steps, per_sample, self.delta)
+        return (onset != NEVER) & (onset < steps[-1]), eps
+
+    def _metrics(self, result: Capture) -> dict[str, float]:
+        """The record of one checkpoint from its capture and the loss history."""
+        memorized, eps = self._memorized()
+        paths = pathways(result.mean_weights, self.threshold)
+        routes = consistency_metrics(result.mean_weights, result.router_weights)
+        record: dict[str, float] = {}
+        for scope, index in self._scopes.items():
+            held = index[memorized[index]]
+            distance_memorized = self._distance(paths[held])
+            record[f"loss/{scope}"] = float(np.mean(result.loss[index], dtype=np.float64))
+            record[f"distance/{scope}"] = self._distance(paths[index])
+            record[f"distance_memorized/{scope}"] = distance_memorized
+            record[f"memorized_fraction/{scope}"] = float(memorized[index].mean())
+            eps_key = scope if self._by_domain else DEFAULT_DOMAIN
+            if eps_key in eps:
+                record[f"epsilon/{scope}"] = eps[eps_key]
+            record[f"consistency/{scope}"] = _nanmean(routes.consistency[index])
+            record[f"smoothness/{scope}"] = _nanmean(routes.smoothness[index])
+            record[f"adjacent_cosine/{scope}"] = _nanmean(routes.adjacent_cosine[index])
+            record[f"consistency_nan/{scope}"] = float(np.isnan(routes.consistency[index]).sum())
+            record[f"warning/{scope}"] = float(self._check_rising(scope, distance_memorized))
+        return record
+
+    def _distance(self, group: Pathways) -> float:
+        """Mean pairwise pathway distance of a group (NaN with fewer than two samples)."""
+        return mean_pairwise_distance(group, self.unit, max_pairs=self.max_pairs, seed=0)
+
+    def _check_rising(self, scope: str, distance: float) -> bool:
+        """Count consecutive rises of the memorized distance of ``scope``; warn at ``warn_after``."""
+        previous = self.history[-1].get(f"distance_memorized/{scope}") if self.history else None
+        rose = previous is not None and not math.isnan(distance) and distance > previous
+        self._rising[scope] = self._rising[scope] + 1 if rose else 0
+        if self._rising[scope] < self.warn_after:
+            return False
+        warnings.warn(
+            f"pathwatch: the pathway distance of memorized samples ({scope}) has risen at "
+            f"{self._rising[scope]} consecutive checkpoints (now {distance:.4g} at step "
+            f"{self.steps[-1]}): memorized samples are diverging instead of generalizing.",
+            MonitorWarning,
+            stacklevel=4,
+        )
+        return True
+
+    def close(self) -> None:
+        """Close every sink."""
+        for sink in self.sinks:
+            sink.close()
+
+    def __enter__(self) -> PathwayMonitor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _nanmean(values: NDArray[np.floating]) -> float:
+    """Mean over the non-NaN values; NaN when there are none."""
+    finite = values[~np.isnan(values)]
+    return float(finite.mean(dtype=np.float64)) if finite.size else float("nan")
+
+
+def _is_real(value: object) -> bool:
+    """A real number, not a bool."""
+    return isinstance(value, Real) and not isinstance(value, bool)
+
+
+def _is_int(value: object) -> bool:
+    """An integer (Python or numpy), not a bool."""
+    return isinstance(value, Integral) and not isinstance(value, bool)

@@ -1,0 +1,83 @@
+"""A real transformers.Trainer run with PathwayCallback logs what the library computes on its checkpoints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from monitor_oracle import assert_records_match, make_probe, reference_records
+from transformers import OlmoeForCausalLM, Trainer, TrainingArguments
+
+from pathwatch.capture import capture
+from pathwatch.monitor import JSONLSink, PathwayCallback, PathwayMonitor, TensorBoardSink
+from tiny_models import build_tiny_model
+
+SAVE_STEPS, MAX_STEPS, DELTA = 10, 40, 0.5
+
+
+def _train(tmp_path: Path, probe: list[dict], sinks: list) -> PathwayMonitor:
+    """Train a tiny OLMoE on the probe samples (so that it memorizes them) with the callback."""
+    monitor = PathwayMonitor(probe, sinks=sinks, delta=DELTA, batch_size=8)
+    data = [{"input_ids": s["input_ids"], "labels": s["input_ids"]} for s in probe]
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "out"),
+        max_steps=MAX_STEPS,
+        save_steps=SAVE_STEPS,
+        per_device_train_batch_size=4,
+        learning_rate=1e-2,
+        lr_scheduler_type="constant",
+        save_only_model=True,
+        report_to=[],
+        use_cpu=True,
+        disable_tqdm=True,
+        seed=0,
+    )
+    model = build_tiny_model("olmoe", seed=0).train()
+    Trainer(
+        model=model, args=args, train_dataset=data, callbacks=[PathwayCallback(monitor)]
+    ).train()
+    return monitor
+
+
+def test_trainer_callback_logs_the_metrics_of_each_saved_checkpoint(tmp_path):
+    pytest.importorskip(
+        "tensorboard", reason='needs the extra: pip install "pathwatch[tensorboard]"'
+    )
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    probe = make_probe()
+    monitor = _train(
+        tmp_path, probe, [JSONLSink(tmp_path / "monitor.jsonl"), TensorBoardSink(tmp_path / "tb")]
+    )
+    steps = list(range(SAVE_STEPS, MAX_STEPS + 1, SAVE_STEPS))
+
+    rows = [json.loads(line) for line in (tmp_path / "monitor.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows] == steps == monitor.steps
+
+    # the oracle: load every saved checkpoint and call capture + the metrics directly
+    captures = []
+    for step in steps:
+        model = OlmoeForCausalLM.from_pretrained(
+            tmp_path / "out" / f"checkpoint-{step}", dtype=torch.float32
+        )
+        captures.append(capture(model, probe, batch_size=8))
+    want = reference_records(captures, steps, probe, delta=DELTA)
+    for row, expected in zip(rows, want, strict=True):
+        got = {key: float("nan") if value is None else value for key, value in row.items()}
+        assert_records_match(got, expected)
+        assert row["monitor/seconds"] > 0
+    assert max(row["memorized_fraction/all"] for row in rows) > 0  # the memorized branch ran
+
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    assert set(events.Tags()["scalars"]) == set(rows[0]) - {"step"}
+    for key in want[0]:
+        scalars = events.Scalars(key)
+        assert [e.step for e in scalars] == steps
+        assert [e.value for e in scalars] == pytest.approx(  # TensorBoard stores float32
+            [row[key] if row[key] is not None else float("nan") for row in rows],
+            rel=1e-6,
+            nan_ok=True,
+        ), key
