@@ -16,6 +16,7 @@ from transformers import (
     LlamaConfig,
     LlamaForCausalLM,
     PreTrainedModel,
+    PreTrainedTokenizerFast,
 )
 
 VOCAB = 128
@@ -117,3 +118,30 @@ def build_tiny_dense_model(*, seed: int = 0) -> PreTrainedModel:
     torch.manual_seed(seed)
     config = LlamaConfig(**_COMMON, intermediate_size=64)
     return LlamaForCausalLM(config).eval()
+
+
+SPECIAL_TOKENS = ("[PAD]", "[BOS]", "[EOS]", "[UNK]")  # ids 0..3, matching the tiny configs
+WORDS = (*(str(i) for i in range(100)), "+", "-", "=", "the", "cat", "sat", "on", "mat")
+
+
+def build_tiny_tokenizer(words: tuple[str, ...] = WORDS) -> PreTrainedTokenizerFast:
+    """A whitespace word-level tokenizer over ``words`` (after 4 special tokens) that prepends [BOS]."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+
+    vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS + words)}
+    if len(vocab) > VOCAB:
+        raise ValueError(
+            f"{len(vocab)} tokens do not fit the tiny models' {VOCAB}-token vocabulary"
+        )
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    backend.post_processor = processors.TemplateProcessing(
+        single="[BOS] $A", special_tokens=[("[BOS]", vocab["[BOS]"])]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        bos_token="[BOS]",
+        eos_token="[EOS]",
+    )

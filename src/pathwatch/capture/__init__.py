@@ -7,9 +7,11 @@ in :mod:`pathwatch.capture.families` only.
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -221,3 +223,18 @@ def capture(
         router_weights=routers.weights(),
         family=routers.family.key,
     )
+
+
+class _CallableModule(ModuleType):
+    """This package, callable as :func:`capture`.
+
+    ``pathwatch.capture`` names both this package and the function. Importing any submodule binds
+    the package to ``pathwatch.capture``, so the package forwards calls: ``pw.capture(model, samples)``
+    works in every import order.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Capture:
+        return capture(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
