@@ -51,35 +51,45 @@ def reference_records(
     threshold: float = 0.7,
     unit: str = "char",
     delta: float = 0.05,
+    epsilon: float | None = None,
 ) -> list[dict[str, float]]:
-    """What the monitor must log with ``epsilon="auto"``, from the library functions called one by one."""
-    domains = np.array([s["domain"] for s in probe])
+    """What the monitor must log, from the library functions called one by one.
+
+    ``epsilon`` None is the monitor's ``"auto"``. Samples without ``domain`` are reported as "all".
+    """
+    domains = np.array([s.get("domain", "all") for s in probe])
+    groups = sorted(set(domains))
+    scopes = ["all"] if groups == ["all"] else ["all", *groups]
     losses = np.stack([c.loss for c in captures], axis=1).astype(np.float64)
     records = []
     for t, cap in enumerate(captures):
         seen = losses[:, : t + 1]
-        if t == 0:
-            eps = dict.fromkeys(DOMAINS, math.nan)
-            memorized = np.zeros(len(probe), dtype=bool)
+        if epsilon is not None:
+            eps = dict.fromkeys(groups, epsilon)
+        elif t == 0:
+            eps = dict.fromkeys(groups, math.nan)
         else:
             eps = {
                 d: auto_epsilon(seen[domains == d], steps[: t + 1], delta=delta).epsilon
-                for d in DOMAINS
+                for d in groups
             }
+        if t == 0:
+            memorized = np.zeros(len(probe), dtype=bool)
+        else:
             memorized = _memorized_before_last(seen, np.array([eps[d] for d in domains]), delta)
         paths = pathways(cap.mean_weights, threshold)
         cons = consistency(cap.mean_weights, cap.router_weights)
         smooth = smoothness(cap.mean_weights, cap.router_weights)
         adjacent = adjacent_cosine(cap.mean_weights, cap.router_weights)
         record = {}
-        for scope in ("all", *DOMAINS):
+        for scope in scopes:
             index = np.flatnonzero((domains == scope) | (scope == "all"))
             held = index[memorized[index]]
             record[f"loss/{scope}"] = float(np.mean(cap.loss[index].astype(np.float64)))
             record[f"distance/{scope}"] = mean_pairwise_distance(paths[index], unit)
             record[f"distance_memorized/{scope}"] = mean_pairwise_distance(paths[held], unit)
             record[f"memorized_fraction/{scope}"] = float(memorized[index].mean())
-            if scope != "all":
+            if scope in eps:
                 record[f"epsilon/{scope}"] = eps[scope]
             with warnings.catch_warnings():  # the mean of an all-NaN group is NaN, silently
                 warnings.simplefilter("ignore", RuntimeWarning)

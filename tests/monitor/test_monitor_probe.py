@@ -1,0 +1,175 @@
+"""PathwayMonitor in a plain training loop: its numbers, its warning, its care for the model."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from monitor_oracle import assert_records_match, make_probe, reference_records
+
+from pathwatch.capture import capture
+from pathwatch.errors import InputError
+from pathwatch.monitor import JSONLSink, MonitorWarning, PathwayMonitor
+from tiny_models import build_tiny_model
+
+CHECKPOINTS = (6, 12, 18, 24)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return build_tiny_model("olmoe", seed=0)
+
+
+def _train_and_monitor(monitor: PathwayMonitor, probe: list[dict]) -> list:
+    """A plain PyTorch loop that memorizes the probe; returns the capture of each checkpoint."""
+    model = build_tiny_model("olmoe", seed=1).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    ids = torch.tensor([s["input_ids"] for s in probe])
+    captures = []
+    for step in range(1, CHECKPOINTS[-1] + 1):
+        model(input_ids=ids, labels=ids).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        if step in CHECKPOINTS:
+            monitor.on_checkpoint(model, step)
+            cap = capture(model, probe)
+            # keep a snapshot: Capture.router_weights may share memory with the live parameters
+            captures.append(replace(cap, router_weights=[w.copy() for w in cap.router_weights]))
+    return captures
+
+
+@pytest.mark.parametrize(
+    ("domains", "epsilon", "unit"),
+    [(True, None, "char"), (True, 1.0, "expert"), (False, None, "char"), (False, 0.5, "char")],
+)
+def test_plain_loop_records_equal_the_library_on_each_checkpoint(tmp_path, domains, epsilon, unit):
+    probe = make_probe()
+    if not domains:
+        probe = [{k: v for k, v in s.items() if k != "domain"} for s in probe]
+    monitor = PathwayMonitor(
+        probe,
+        sinks=[JSONLSink(tmp_path / "m.jsonl")],
+        epsilon="auto" if epsilon is None else epsilon,
+        unit=unit,
+        delta=0.5,
+    )
+    captures = _train_and_monitor(monitor, probe)
+    want = reference_records(
+        captures, list(CHECKPOINTS), probe, unit=unit, delta=0.5, epsilon=epsilon
+    )
+    rows = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows] == list(CHECKPOINTS)
+    scopes = {"all", "alpha", "beta"} if domains else {"all"}
+    assert {key.split("/")[1] for key in want[0]} == scopes
+    for record, row, expected in zip(monitor.history, rows, want, strict=True):
+        extra = set(record) - set(expected) - {"step", "monitor/seconds"}
+        assert extra == {f"warning/{scope}" for scope in scopes}
+        assert_records_match(record, expected)
+        assert {k: v for k, v in row.items() if v is not None} == {
+            k: v for k, v in record.items() if not np.isnan(v)
+        }
+    assert max(r["memorized_fraction/all"] for r in monitor.history) > 0  # memorized branch ran
+    np.testing.assert_array_equal(monitor.losses, np.stack([c.loss for c in captures], axis=1))
+
+
+def _route_with_gate_scale(model, original: dict, scale: float) -> None:
+    """Scale every router's weights: larger scales route more sharply, so pathways get shorter."""
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name in original:
+                param.copy_(original[name] * scale)
+
+
+@pytest.mark.parametrize(
+    ("scales", "warn_after", "warned_at"),
+    [
+        ((2.0, 1.0, 0.5, 0.2, 0.1), 3, [5]),  # memorized distance rises at checkpoints 3, 4, 5
+        ((2.0, 1.0, 0.5, 0.2, 0.1), 1, [3, 4, 5]),
+        ((0.1, 0.2, 0.5, 1.0, 2.0), 1, []),  # falling: never
+    ],
+)
+def test_warns_when_memorized_distance_keeps_rising(model, scales, warn_after, warned_at):
+    probe = make_probe()
+    # every sample counts as memorized from the second checkpoint: ε and δ far above the losses
+    monitor = PathwayMonitor(probe, epsilon=100.0, delta=10.0, warn_after=warn_after)
+    original = {
+        n: p.detach().clone() for n, p in model.named_parameters() if n.endswith("gate.weight")
+    }
+    warned, flagged = [], []
+    try:
+        for checkpoint, scale in enumerate(scales, start=1):
+            _route_with_gate_scale(model, original, scale)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                record = monitor.on_checkpoint(model, 10 * checkpoint)
+            if any(issubclass(w.category, MonitorWarning) for w in caught):
+                warned.append(checkpoint)
+            if record["warning/all"] == 1.0:
+                flagged.append(checkpoint)
+    finally:
+        _route_with_gate_scale(model, original, 1.0)
+    distances = [r["distance_memorized/all"] for r in monitor.history]
+    assert np.isnan(distances[0])
+    rising = scales[0] > scales[-1]
+    assert np.all(np.diff(distances[1:]) > 0) if rising else np.all(np.diff(distances[1:]) < 0)
+    assert warned == flagged == warned_at
+    assert {"warning/alpha", "warning/beta"} <= set(monitor.history[-1])
+
+
+def test_capture_runs_in_eval_mode_and_every_module_mode_is_restored(model):
+    model.train()
+    model.lm_head.eval()  # a module the user froze in eval mode stays so
+    before = {name: m.training for name, m in model.named_modules()}
+    try:
+        record = PathwayMonitor(make_probe(2)).on_checkpoint(model, 1)
+        assert {name: m.training for name, m in model.named_modules()} == before
+    finally:
+        model.eval()
+    # eval mode for the capture: the same numbers as a capture of the model in eval mode
+    assert record["loss/all"] == pytest.approx(float(np.mean(capture(model, make_probe(2)).loss)))
+    assert record["monitor/seconds"] > 0
+
+
+def test_steps_must_increase_and_a_rejected_step_leaves_no_trace(model):
+    monitor = PathwayMonitor(make_probe(2))
+    monitor.on_checkpoint(model, 10)
+    for bad in (10, 5):
+        with pytest.raises(
+            InputError, match=r"'step' parameter .* larger than the last monitored step 10"
+        ):
+            monitor.on_checkpoint(model, bad)
+    with pytest.raises(InputError, match="'step' parameter"):
+        monitor.on_checkpoint(model, 20.0)
+    assert monitor.steps == [10]
+    assert len(monitor.history) == 1
+    assert monitor.losses.shape == (4, 1)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (
+            {"threshold": 1.5},
+            r"'threshold' parameter of PathwayMonitor must be a float in \(0, 1\]",
+        ),
+        ({"threshold": True}, r"'threshold' parameter"),
+        ({"unit": "chars"}, r"Unknown distance unit 'chars'\. Did you mean 'char'\?"),
+        ({"delta": -0.1}, r"'delta' parameter .* non-negative"),
+        ({"max_pairs": 0}, r"'max_pairs' parameter"),
+        ({"warn_after": 0}, r"'warn_after' parameter .* positive int"),
+        ({"epsilon": "fixed"}, r"'epsilon' parameter .* \"auto\""),
+        ({"epsilon": -1.0}, r"'epsilon' parameter"),
+        ({"epsilon": {"alpha": 0.5}}, r"no value for domain\(s\) \['beta'\]"),
+        ({"samples": "some text"}, r"'samples' parameter of PathwayMonitor must be a list"),
+        ({"samples": []}, r"No samples given"),
+        ({"samples": [{"text": ""}]}, r"samples\[0\]: field 'text' must be a non-empty string"),
+    ],
+)
+def test_bad_options_are_rejected_up_front(kwargs, message):
+    kwargs = {"samples": make_probe(2), **kwargs}
+    with pytest.raises(InputError, match=message):
+        PathwayMonitor(kwargs.pop("samples"), **kwargs)
