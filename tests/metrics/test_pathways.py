@@ -90,7 +90,8 @@ def test_pathway_string_and_container():
     assert pw.pathway_string(p[0]) == "1,2-0"
     assert p.strings() == ["1,2-0", "2,0-2"]
     assert p.expert_sequences() == [[1, 2, -1, 0], [2, 0, -1, 2]]
-    assert p.layer_lists(0) == [[1, 2], [2, 0]]
+    assert p.layer_lists(0) == [(1, 2), (2, 0)]
+    assert p.layer_lists(1) == [(0,), (2,)]
     assert p[[1]].strings() == ["2,0-2"]
     assert p[np.array([False, True])] == p[1:]
     assert Pathways.from_lists(["1,2-0", [[2, 0], [2]]]) == p
@@ -141,12 +142,19 @@ def test_bad_input(kwargs, message):
     ("pathways", "message"),
     [
         ([[[0], [1]], [[0]]], "pathways with the same number of layers"),
-        ([[[0], []]], "'counts' parameter of Pathways must be at least 1"),
+        ([[[0], []]], "at least one expert id per layer. Got [(0,), ()] instead."),
         ([[[0], [-2]]], "'ids' parameter of Pathways must be non-negative expert ids"),
         (["1,x-2"], "pathway strings such as '3,1,5-9,1'. Got '1,x-2' instead."),
     ],
 )
 def test_bad_pathways(pathways, message):
-    with pytest.raises(InputError, match=None) as info:
+    with pytest.raises(InputError) as info:
         Pathways.from_lists(pathways)
     assert message in str(info.value)
+
+
+def test_bad_constructor_arrays():
+    with pytest.raises(InputError, match=r"'counts' parameter of Pathways must be in \[1, 2\]"):
+        Pathways(np.zeros((1, 1, 2), int), np.array([[3]]))
+    with pytest.raises(InputError, match="'ids' parameter of Pathways must be an integer array"):
+        Pathways(np.zeros((1, 2)), np.array([[1]]))

@@ -15,13 +15,19 @@ from typing import overload
 import numpy as np
 import numpy.typing as npt
 
-from pathwatch.errors import invalid_parameter
+from pathwatch.errors import InputError, invalid_parameter
 
 #: One sample's pathway: per layer, the kept expert ids in rank order.
 Pathway = tuple[tuple[int, ...], ...]
 
 #: Layer boundary symbol of the ``unit="expert"`` encoding (expert ids are >= 0).
 LAYER_BOUNDARY = -1
+
+# Separators of the pathway string: between the ids of a layer, between layers.
+_ID_SEP, _LAYER_SEP = ",", "-"
+
+# Weights sorted at once by :func:`pathways` (a chunk of samples; bounds its working memory).
+_CHUNK_ELEMENTS = 2**22
 
 
 class Pathways:
@@ -36,7 +42,7 @@ class Pathways:
     ids : ndarray of int, shape (N, L, K)
         Kept expert ids in rank order, padded with -1 after ``counts[n, l]`` entries.
     counts : ndarray of int, shape (N, L)
-        Number of kept experts per sample and layer (at least 1).
+        Number of kept experts per sample and layer, in [1, K].
     """
 
     def __init__(self, ids: npt.ArrayLike, counts: npt.ArrayLike) -> None:
@@ -50,11 +56,14 @@ class Pathways:
             raise invalid_parameter(
                 "Pathways", "counts", f"an integer array of shape {ids.shape[:2]}", counts.shape
             )
-        kept = np.arange(ids.shape[2]) < counts[..., None]
-        if counts.min(initial=1) < 1:
+        if counts.size and not 1 <= counts.min() <= counts.max() <= ids.shape[2]:
             raise invalid_parameter(
-                "Pathways", "counts", "at least 1 for every sample and layer", int(counts.min())
+                "Pathways",
+                "counts",
+                f"in [1, {ids.shape[2]}] for every sample and layer",
+                (int(counts.min()), int(counts.max())),
             )
+        kept = np.arange(ids.shape[2]) < counts[..., None]
         if ids[kept].min(initial=0) < 0:
             raise invalid_parameter(
                 "Pathways", "ids", "non-negative expert ids", int(ids[kept].min())
@@ -85,10 +94,17 @@ class Pathways:
                 "pathways with the same number of layers",
                 sorted(n_layers),
             )
+        empty = next((i for i, r in enumerate(rows) if not all(r)), None)
+        if empty is not None:
+            raise invalid_parameter(
+                "Pathways.from_lists",
+                "pathways",
+                "pathways with at least one expert id per layer",
+                rows[empty],
+            )
         n, n_l = len(rows), n_layers.pop() if rows else 0
-        counts = np.array([[len(layer) for layer in r] for r in rows], dtype=np.int64).reshape(
-            n, n_l
-        )
+        counts = np.array([[len(layer) for layer in r] for r in rows], dtype=np.int64)
+        counts = counts.reshape(n, n_l)
         ids = np.full((n, n_l, int(counts.max(initial=0))), -1, dtype=np.int64)
         for i, r in enumerate(rows):
             for j, layer in enumerate(r):
@@ -123,41 +139,48 @@ class Pathways:
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
-        return f"Pathways(n_samples={len(self)}, n_layers={self.n_layers}, mean_kept={self.counts.mean() if self.counts.size else 0:.2f})"
+        kept = self.counts.mean() if self.counts.size else 0.0
+        return f"Pathways(n_samples={len(self)}, n_layers={self.n_layers}, mean_kept={kept:.2f})"
 
     def strings(self) -> list[str]:
         """The pathway string of every sample (the paper's ``unit="char"`` sequences)."""
         return self._strings
 
-    def layer_lists(self, layer: int) -> list[list[int]]:
+    def layer_lists(self, layer: int) -> list[tuple[int, ...]]:
         """Per sample, the kept expert ids of one layer in rank order."""
-        ids, counts = self.ids[:, layer].tolist(), self.counts[:, layer].tolist()
-        return [row[:c] for row, c in zip(ids, counts, strict=True)]
+        return self._layers[layer :: max(self.n_layers, 1)]
 
     def expert_sequences(self) -> list[list[int]]:
         """Per sample, the kept ids of all layers with :data:`LAYER_BOUNDARY` between layers."""
         return self._expert_sequences
 
     @cached_property
+    def _layers(self) -> list[tuple[int, ...]]:
+        """Kept ids of every (sample, layer), sample-major."""
+        kept = np.arange(self.ids.shape[2]) < self.counts[..., None]
+        flat = self.ids[kept].tolist()
+        ends = np.cumsum(self.counts.ravel()).tolist()
+        return [tuple(flat[a:b]) for a, b in zip([0, *ends][:-1], ends, strict=True)]
+
+    @cached_property
     def _lists(self) -> list[Pathway]:
-        ids, counts = self.ids.tolist(), self.counts.tolist()
-        return [
-            tuple(tuple(layer[:c]) for layer, c in zip(rows, cs, strict=True))
-            for rows, cs in zip(ids, counts, strict=True)
-        ]
+        n_l = self.n_layers
+        return [tuple(self._layers[i * n_l : (i + 1) * n_l]) for i in range(len(self))]
 
     @cached_property
     def _strings(self) -> list[str]:
-        return [pathway_string(p) for p in self._lists]
+        names = [str(e) for e in range(int(self.ids.max(initial=0)) + 1)]
+        layers = [_ID_SEP.join([names[e] for e in layer]) for layer in self._layers]
+        n_l = self.n_layers
+        return [_LAYER_SEP.join(layers[i * n_l : (i + 1) * n_l]) for i in range(len(self))]
 
     @cached_property
     def _expert_sequences(self) -> list[list[int]]:
         sequences = []
         for p in self._lists:
-            seq: list[int] = []
-            for j, layer in enumerate(p):
-                if j:
-                    seq.append(LAYER_BOUNDARY)
+            seq = list(p[0]) if p else []
+            for layer in p[1:]:
+                seq.append(LAYER_BOUNDARY)
                 seq.extend(layer)
             sequences.append(seq)
         return sequences
@@ -169,7 +192,8 @@ def pathways(mean_weights: npt.ArrayLike, threshold: float = 0.7) -> Pathways:
     Experts are ranked by mean routing weight, descending; equal weights keep the lower expert id
     first (a stable order). A layer keeps the shortest prefix of that ranking whose cumulative
     weight is strictly greater than ``threshold`` (so the top expert alone may be the whole layer),
-    or all E experts when no prefix exceeds it (e.g. ``threshold=1``).
+    or all E experts when no prefix exceeds it (e.g. ``threshold=1``). Samples are processed in
+    chunks, so memory stays proportional to the result.
 
     Parameters
     ----------
@@ -195,33 +219,37 @@ def pathways(mean_weights: npt.ArrayLike, threshold: float = 0.7) -> Pathways:
     """
     if isinstance(threshold, bool) or not isinstance(threshold, Real) or not 0 < threshold <= 1:
         raise invalid_parameter("pathways", "threshold", "a float in (0, 1]", threshold)
-    try:
-        w = np.asarray(mean_weights, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
+    w = np.asarray(mean_weights)
+    if w.dtype.kind not in "buif":
         raise invalid_parameter(
-            "pathways",
-            "mean_weights",
-            "a numeric array of shape (N, L, E)",
-            type(mean_weights).__name__,
-        ) from exc
+            "pathways", "mean_weights", "a numeric array of shape (N, L, E)", f"dtype {w.dtype}"
+        )
     if w.ndim != 3 or w.shape[2] == 0:
         hint = "; for one sample pass mean_weights[None]" if w.ndim == 2 else ""
         raise invalid_parameter(
             "pathways", "mean_weights", f"an array of shape (N, L, E){hint}", w.shape
         )
-    if not np.isfinite(w).all() or (w < 0).any():
-        raise invalid_parameter(
-            "pathways",
-            "mean_weights",
-            "finite and non-negative",
-            "an array with NaN, inf or negative values",
-        )
-    order = np.argsort(-w, axis=-1, kind="stable")
-    cumulative = np.cumsum(np.take_along_axis(w, order, axis=-1), axis=-1)
-    counts = np.minimum((cumulative <= threshold).sum(axis=-1) + 1, w.shape[2])
-    width = int(counts.max(initial=0))
-    dtype = np.int16 if w.shape[2] <= np.iinfo(np.int16).max else np.int32
-    return Pathways(order[..., :width].astype(dtype), counts)
+    n, n_layers, n_experts = w.shape
+    dtype = np.int16 if n_experts <= np.iinfo(np.int16).max else np.int32
+    chunk = max(1, _CHUNK_ELEMENTS // (n_layers * n_experts or 1))
+    parts = []
+    for start in range(0, n, chunk):
+        x = w[start : start + chunk].astype(np.float64)
+        if not np.isfinite(x).all() or (x < 0).any():
+            raise InputError(
+                "The 'mean_weights' parameter of pathways must be finite and non-negative. "
+                "Got NaN, inf or negative values instead."
+            )
+        order = np.argsort(-x, axis=-1, kind="stable")
+        cumulative = np.cumsum(np.take_along_axis(x, order, axis=-1), axis=-1)
+        counts = np.minimum((cumulative <= threshold).sum(axis=-1) + 1, n_experts)
+        parts.append((order[..., : counts.max(initial=0)].astype(dtype), counts))
+    width = max((ids.shape[2] for ids, _ in parts), default=0)
+    ids = np.full((n, n_layers, width), -1, dtype=dtype)
+    for (part, _), start in zip(parts, range(0, n, chunk), strict=True):
+        ids[start : start + len(part), :, : part.shape[2]] = part
+    counts = np.concatenate([c for _, c in parts]) if parts else np.zeros((0, n_layers), int)
+    return Pathways(ids, counts)
 
 
 #: What the metric functions accept as a set of pathways.
@@ -255,4 +283,4 @@ def pathway_string(pathway: Sequence[Sequence[int]]) -> str:
     >>> pathway_string([[3, 1, 5], [9, 1]])
     '3,1,5-9,1'
     """
-    return "-".join(",".join(str(int(e)) for e in layer) for layer in pathway)
+    return _LAYER_SEP.join(_ID_SEP.join(str(int(e)) for e in layer) for layer in pathway)
