@@ -81,6 +81,10 @@ def _short(value: object, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
 def _text(value: object, where: str, field: str) -> str:
     if not isinstance(value, str):
         raise InputError(f"{where}: field {field!r} must be a string; got {_short(value)}.")
@@ -179,7 +183,7 @@ def check_samples(items: Iterable[tuple[object, str]]) -> list[Sample]:
 
 
 def _jsonl_rows(path: Path, text: str) -> Iterator[tuple[object, str]]:
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    for lineno, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         where = f"{path}:{lineno}"
@@ -193,6 +197,17 @@ def _jsonl_rows(path: Path, text: str) -> Iterator[tuple[object, str]]:
         if not isinstance(row, dict):
             raise InputError(f"{where}: each line must be a JSON object; got {type(row).__name__}.")
         yield row, where
+
+
+def _parquet_rows(path: Path) -> list[tuple[object, str]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except pa.ArrowException as exc:
+        raise InputError(f"Cannot read samples file {path} as Parquet: {_one_line(exc)}.") from exc
+    return [(row, f"{path}:row {i}") for i, row in enumerate(table.to_pylist(), start=1)]
 
 
 def read_samples(path: str | Path) -> list[Sample]:
@@ -233,17 +248,12 @@ def read_samples(path: str | Path) -> list[Sample]:
         )
     try:
         if path.suffix.lower() in _PARQUET_SUFFIXES:
-            import pyarrow.parquet as pq
-
-            rows: Iterable[tuple[object, str]] = [
-                (row, f"{path}:row {i}")
-                for i, row in enumerate(pq.read_table(path).to_pylist(), start=1)
-            ]
+            rows: Iterable[tuple[object, str]] = _parquet_rows(path)
         else:
             rows = _jsonl_rows(path, path.read_text(encoding="utf-8"))
         samples = check_samples(rows)
     except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"Cannot read samples file {path}: {exc}.") from exc
+        raise InputError(f"Cannot read samples file {path}: {_one_line(exc)}.") from exc
     except InputError as exc:
         if str(exc).startswith("No samples"):
             raise InputError(f"{path}: the file has no samples; add lines with 'text'.") from None
