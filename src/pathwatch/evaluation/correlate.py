@@ -1,0 +1,288 @@
+"""Validate the monitor against ground truth: the paper's Table 1, with statistics (SPEC §1, §2.3).
+
+Per domain and metric: Pearson and Spearman correlation with accuracy over the checkpoints from the
+start of accuracy's sustained rise on, with the number of checkpoints n, p-values (scipy.stats) and
+percentile bootstrap confidence intervals that resample checkpoints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import polars as pl
+from numpy.typing import ArrayLike, NDArray
+from scipy import stats
+
+from pathwatch.errors import InputError, invalid_parameter
+
+NEEDS = ("training data", "held-out data")
+"""What a metric needs: only the training data (test-free), or held-out data."""
+
+CORRELATION_SCHEMA = {
+    "domain": pl.String,
+    "metric": pl.String,
+    "needs": pl.String,
+    "n": pl.Int64,
+    "first_step": pl.Int64,
+    "last_step": pl.Int64,
+    "pearson_r": pl.Float64,
+    "pearson_p": pl.Float64,
+    "pearson_ci_low": pl.Float64,
+    "pearson_ci_high": pl.Float64,
+    "spearman_rho": pl.Float64,
+    "spearman_p": pl.Float64,
+    "spearman_ci_low": pl.Float64,
+    "spearman_ci_high": pl.Float64,
+}
+
+
+def rise_start(steps: ArrayLike, accuracy: ArrayLike, *, floor: float = 0.1) -> int:
+    """Checkpoint where accuracy's sustained rise begins.
+
+    Rule: take the first checkpoint of peak accuracy and the lowest accuracy up to it; the rise
+    starts at the last checkpoint before the peak whose accuracy is within ``floor`` × (peak −
+    lowest) of the lowest — the last time accuracy sat on its floor before climbing to its peak.
+    A flat or only falling series starts at the first checkpoint.
+
+    Parameters
+    ----------
+    steps : int array of shape (T,)
+        Checkpoint steps, strictly increasing.
+    accuracy : array of shape (T,)
+        Accuracy at each checkpoint, finite.
+    floor : float, default 0.1
+        Band above the lowest accuracy, as a fraction of the total rise, that still counts as floor.
+
+    Returns
+    -------
+    int
+        The step where the rise starts.
+
+    Examples
+    --------
+    >>> rise_start([1, 2, 3, 4, 5, 6], [0.10, 0.12, 0.09, 0.30, 0.70, 0.90])
+    3
+    """
+    step_arr = np.asarray(steps)
+    acc = np.asarray(accuracy, dtype=np.float64)
+    if acc.ndim != 1 or step_arr.shape != acc.shape or acc.size == 0:
+        raise invalid_parameter(
+            "rise_start",
+            "accuracy",
+            f"a non-empty 1-D array like steps {step_arr.shape}",
+            acc.shape,
+        )
+    if not np.all(np.isfinite(acc)):
+        raise invalid_parameter("rise_start", "accuracy", "finite", acc.tolist())
+    if np.any(np.diff(step_arr) <= 0):
+        raise invalid_parameter("rise_start", "steps", "strictly increasing", step_arr.tolist())
+    if not 0 <= floor < 1:
+        raise invalid_parameter("rise_start", "floor", "a float in [0, 1)", floor)
+    peak = int(np.argmax(acc))
+    lowest = acc[: peak + 1].min()
+    on_floor = np.flatnonzero(acc[: peak + 1] <= lowest + floor * (acc[peak] - lowest))
+    return int(step_arr[on_floor[-1]]) if acc[peak] > lowest else int(step_arr[0])
+
+
+def moving_average(values: ArrayLike, window: int = 3) -> NDArray[np.float64]:
+    """Trailing moving average, over the available points at the start (the paper's loss baseline).
+
+    Parameters
+    ----------
+    values : array of shape (T,)
+    window : int, default 3
+
+    Returns
+    -------
+    array of shape (T,)
+        ``out[t] = mean(values[max(0, t - window + 1) : t + 1])``.
+
+    Examples
+    --------
+    >>> moving_average([3.0, 1.0, 2.0, 6.0]).tolist()
+    [3.0, 2.0, 2.0, 3.0]
+    """
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.ndim != 1:
+        raise invalid_parameter("moving_average", "values", "a 1-D array", arr.shape)
+    if not (isinstance(window, int | np.integer) and window >= 1):
+        raise invalid_parameter("moving_average", "window", "a positive int", window)
+    total = np.concatenate([[0.0], np.cumsum(arr)])
+    upper = np.arange(1, arr.size + 1)
+    lower = np.maximum(upper - window, 0)
+    return (total[upper] - total[lower]) / (upper - lower)
+
+
+def _rowwise_pearson(x: NDArray[np.float64], y: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Pearson r of each row pair of (B, n) arrays; NaN where a row is constant."""
+    xc = x - x.mean(axis=1, keepdims=True)
+    yc = y - y.mean(axis=1, keepdims=True)
+    constant = (np.ptp(x, axis=1) == 0) | (np.ptp(y, axis=1) == 0)
+    den = np.sqrt((xc * xc).sum(axis=1) * (yc * yc).sum(axis=1))
+    r = (xc * yc).sum(axis=1) / np.where(constant, 1.0, den)
+    return np.where(constant, np.nan, np.clip(r, -1.0, 1.0))
+
+
+def _interval(samples: NDArray[np.float64], confidence: float) -> tuple[float, float]:
+    """Percentile interval of the finite bootstrap replicates; NaN when there are none."""
+    finite = samples[np.isfinite(samples)]
+    if finite.size == 0:
+        return np.nan, np.nan
+    tail = 50 * (1 - confidence)
+    low, high = np.percentile(finite, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def correlate(
+    x: ArrayLike,
+    y: ArrayLike,
+    *,
+    n_boot: int = 2000,
+    confidence: float = 0.95,
+    rng: np.random.Generator | int = 0,
+) -> dict[str, float]:
+    """Pearson and Spearman correlation with p-values and bootstrap confidence intervals.
+
+    Pairs with a NaN on either side are dropped. Fewer than 3 pairs, or a constant side, give NaN
+    (never an error).
+
+    Parameters
+    ----------
+    x, y : arrays of shape (n,)
+    n_boot : int, default 2000
+        Bootstrap replicates (pairs resampled with replacement).
+    confidence : float, default 0.95
+    rng : numpy Generator or int seed, default 0
+
+    Returns
+    -------
+    dict
+        ``n, pearson_r, pearson_p, pearson_ci_low, pearson_ci_high, spearman_rho, spearman_p,
+        spearman_ci_low, spearman_ci_high``.
+
+    Examples
+    --------
+    >>> out = correlate([1, 2, 3, 4, 5], [2.0, 4.1, 5.9, 8.2, 9.9])
+    >>> out["n"], round(out["pearson_r"], 3), round(out["spearman_rho"], 3)
+    (5, 0.999, 1.0)
+    """
+    xa, ya = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if xa.ndim != 1 or xa.shape != ya.shape:
+        raise invalid_parameter(
+            "correlate", "y", f"a 1-D array of the shape of x {xa.shape}", ya.shape
+        )
+    if not (isinstance(n_boot, int | np.integer) and n_boot >= 1):
+        raise invalid_parameter("correlate", "n_boot", "a positive int", n_boot)
+    if not 0 < confidence < 1:
+        raise invalid_parameter("correlate", "confidence", "a float in (0, 1)", confidence)
+    keep = np.isfinite(xa) & np.isfinite(ya)
+    xa, ya = xa[keep], ya[keep]
+    n = int(xa.size)
+    out = {"n": n} | dict.fromkeys(list(CORRELATION_SCHEMA)[6:], np.nan)
+    if n < 3 or np.ptp(xa) == 0 or np.ptp(ya) == 0:
+        return out
+    pearson, spearman = stats.pearsonr(xa, ya), stats.spearmanr(xa, ya)
+    out["pearson_r"], out["pearson_p"] = float(pearson.statistic), float(pearson.pvalue)
+    out["spearman_rho"], out["spearman_p"] = float(spearman.statistic), float(spearman.pvalue)
+    gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    idx = gen.integers(0, n, size=(n_boot, n))
+    xb, yb = xa[idx], ya[idx]
+    boot_r = _rowwise_pearson(xb, yb)
+    boot_rho = _rowwise_pearson(stats.rankdata(xb, axis=1), stats.rankdata(yb, axis=1))
+    out["pearson_ci_low"], out["pearson_ci_high"] = _interval(boot_r, confidence)
+    out["spearman_ci_low"], out["spearman_ci_high"] = _interval(boot_rho, confidence)
+    return out
+
+
+def _require(table: pl.DataFrame, columns: list[str], name: str) -> None:
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise InputError(
+            f"{name} lacks column(s) {missing}; it has {table.columns}. "
+            "Expected step, domain and the named columns."
+        )
+
+
+def correlation_table(
+    metrics_df: pl.DataFrame,
+    accuracy_df: pl.DataFrame,
+    *,
+    metrics: Mapping[str, str],
+    start: str | int = "auto",
+    n_boot: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> pl.DataFrame:
+    """Correlation of each metric with accuracy, per domain: the ``correlations`` table.
+
+    Parameters
+    ----------
+    metrics_df : polars.DataFrame
+        Columns ``step``, ``domain`` and one column per metric (one row per step and domain).
+    accuracy_df : polars.DataFrame
+        Columns ``step``, ``domain``, ``accuracy`` (see :func:`pathwatch.evaluation.read_accuracy`).
+    metrics : mapping of str to str
+        Metric column → what it needs, ``"training data"`` or ``"held-out data"``.
+    start : "auto" or int, default "auto"
+        First step of the window: per domain by :func:`rise_start`, or this step for all.
+    n_boot : int, default 2000
+        Bootstrap replicates; checkpoints are resampled with replacement.
+    confidence : float, default 0.95
+    seed : int, default 0
+        Seed of the bootstrap; each (domain, metric) gets its own stream from it.
+
+    Returns
+    -------
+    polars.DataFrame
+        ``domain, metric, needs, n, first_step, last_step, pearson_r, pearson_p,
+        pearson_ci_low, pearson_ci_high, spearman_rho, spearman_p, spearman_ci_low,
+        spearman_ci_high``; n < 3 or a constant series gives NaN statistics with n reported.
+
+    Examples
+    --------
+    >>> m = pl.DataFrame({"step": [1, 2, 3, 4], "domain": "math", "distance": [9.0, 8, 6, 5]})
+    >>> a = pl.DataFrame({"step": [1, 2, 3, 4], "domain": "math", "accuracy": [0.1, 0.3, 0.6, 0.9]})
+    >>> correlation_table(m, a, metrics={"distance": "training data"})["spearman_rho"].to_list()
+    [-1.0]
+    """
+    for metric, needs in metrics.items():
+        if needs not in NEEDS:
+            raise invalid_parameter(
+                "correlation_table", "metrics", f"values in {NEEDS}", {metric: needs}
+            )
+    if not (
+        start == "auto" or (isinstance(start, int | np.integer) and not isinstance(start, bool))
+    ):
+        raise invalid_parameter("correlation_table", "start", "'auto' or an int step", start)
+    _require(metrics_df, ["step", "domain", *metrics], "metrics_df")
+    _require(accuracy_df, ["step", "domain", "accuracy"], "accuracy_df")
+    joined = metrics_df.select("step", "domain", *metrics).join(
+        accuracy_df.select("step", "domain", "accuracy"), on=["step", "domain"], how="inner"
+    )
+    dup = joined.filter(joined.select("step", "domain").is_duplicated())
+    if dup.height:
+        raise InputError(
+            f"metrics_df has several rows for step {dup['step'][0]} of domain {dup['domain'][0]!r}; "
+            "expected one row per step and domain."
+        )
+    rows = []
+    for i, domain in enumerate(sorted(joined["domain"].unique().to_list())):
+        part = joined.filter(pl.col("domain") == domain).sort("step")
+        steps, acc = part["step"].to_numpy(), part["accuracy"].to_numpy().astype(np.float64)
+        first = rise_start(steps, acc) if start == "auto" else int(start)
+        window = steps >= first
+        for j, (metric, needs) in enumerate(metrics.items()):
+            values = part[metric].cast(pl.Float64).fill_null(np.nan).to_numpy()
+            used = window & np.isfinite(values)
+            rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(i, j)))
+            result = correlate(
+                values[window], acc[window], n_boot=n_boot, confidence=confidence, rng=rng
+            )
+            bounds = (int(steps[used][0]), int(steps[used][-1])) if used.any() else (None, None)
+            rows.append(
+                {"domain": domain, "metric": metric, "needs": needs}
+                | {"first_step": bounds[0], "last_step": bounds[1]}
+                | result
+            )
+    return pl.DataFrame(rows, schema=CORRELATION_SCHEMA)
