@@ -56,7 +56,9 @@ def _shard(data: CheckpointData, start: int, stop: int) -> CheckpointData:
 @pytest.fixture
 def store(tmp_path: Path) -> RunStore:
     samples = pl.DataFrame({"sample_index": range(N), "id": [f"s{i}" for i in range(N)]})
-    return RunStore.create(tmp_path / "run", _manifest(), samples.with_columns(domain=pl.lit("d")))
+    store = RunStore.create(tmp_path / "run", _manifest())
+    store.write_samples(samples.with_columns(domain=pl.lit("d")))
+    return store
 
 
 def _fill(store: RunStore, seed: int = 0) -> dict[int, CheckpointData]:
@@ -165,7 +167,7 @@ def test_unit_copied_to_another_place_is_detected(store: RunStore) -> None:
 
 
 @settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(position=st.floats(0, 1, exclude_max=True), bit=st.integers(0, 7))
 def test_any_flipped_bit_is_detected(store: RunStore, position: float, bit: int) -> None:

@@ -58,11 +58,9 @@ class RunStore:
         self.manifest = Manifest.read(self.path)
 
     @classmethod
-    def create(cls, path: str | Path, manifest: Manifest, samples: pl.DataFrame) -> RunStore:
-        """Start a run: write the sample table, then the manifest (the manifest is written last)."""
-        path = Path(path)
-        write_table(samples, path / SAMPLES_TABLE)
-        manifest.write(path)
+    def create(cls, path: str | Path, manifest: Manifest) -> RunStore:
+        """Start a run directory by writing its manifest."""
+        manifest.write(Path(path))
         return cls(path)
 
     def __repr__(self) -> str:
@@ -163,6 +161,10 @@ class RunStore:
         """Store the L router matrices (E, H) of ``step``, keyed by true layer index."""
         self._check_step(step)
         return write_router_weights(self.path, step, list(self.manifest.model.moe_layers), weights)
+
+    def write_samples(self, frame: pl.DataFrame) -> Path:
+        """Write the sample table (sample_index, id, domain) atomically."""
+        return write_table(frame, self.path / SAMPLES_TABLE)
 
     def samples(self) -> pl.DataFrame:
         """The sample table: ``sample_index``, ``id``, ``domain``, one row per sample in capture order."""

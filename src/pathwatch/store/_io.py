@@ -47,7 +47,8 @@ def write_atomic(path: Path, data: bytes) -> None:
     except OSError as exc:
         raise store_error(path.parent, "creating a file in", exc) from exc
     try:
-        with os.fdopen(fd, "wb") as handle:
+        os.close(fd)
+        with open(tmp, "wb") as handle:  # by name, so handle.name says which file failed
             _write_bytes(handle, data)
             handle.flush()
             os.fsync(handle.fileno())

@@ -23,7 +23,7 @@ class ModelInfo:
     n_layers: int
     moe_layers: tuple[int, ...]
     n_experts: int
-    top_k: int
+    top_k: int | None
 
 
 @dataclass(frozen=True)
@@ -142,9 +142,9 @@ class Manifest:
         return cls.from_json(text, source=str(path))
 
     def first_difference(self, other: Manifest) -> tuple[str, Any, Any] | None:
-        """The first field (dotted name, value here, value in ``other``) that makes two captures differ.
+        """The first field (dotted name, value here, value in ``other``) where two captures differ.
 
-        Family, MoE layer indices and versions are ignored: they are derived from the same inputs.
+        The pathwatch version and the sample file's path are ignored: neither changes the numbers.
         """
         pairs: list[tuple[str, Any, Any]] = [
             ("samples.sha256", self.samples.sha256, other.samples.sha256),
@@ -152,7 +152,7 @@ class Manifest:
             ("samples.shard_size", self.samples.shard_size, other.samples.shard_size),
             ("settings.batch_size", self.settings.batch_size, other.settings.batch_size),
             ("settings.max_length", self.settings.max_length, other.settings.max_length),
-            ("checkpoints.step", self.steps, other.steps),
+            ("checkpoints.step", list(self.steps), list(other.steps)),
             (
                 "checkpoints.path",
                 [c.path for c in self.checkpoints],
@@ -160,8 +160,8 @@ class Manifest:
             ),
         ]
         pairs += [
-            (f"model.{name}", getattr(self.model, name), getattr(other.model, name))
-            for name in ("model_type", "n_layers", "n_experts", "top_k")
+            (f"model.{f.name}", getattr(self.model, f.name), getattr(other.model, f.name))
+            for f in fields(ModelInfo)
         ]
         return next(((n, a, b) for n, a, b in pairs if a != b), None)
 

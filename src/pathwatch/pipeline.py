@@ -1,0 +1,402 @@
+"""The pipeline stages, one call per CLI command: capture_run (checkpoints + samples → run directory)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pathwatch.errors import InputError, StoreError, UnsupportedModelError, invalid_parameter
+from pathwatch.store import CheckpointData, RunStore
+from pathwatch.store._io import remove_temporaries
+from pathwatch.store.manifest import (
+    MANIFEST_NAME,
+    CheckpointInfo,
+    Manifest,
+    ModelInfo,
+    SamplesInfo,
+    Settings,
+)
+
+if TYPE_CHECKING:
+    from pathwatch.capture.samples import Sample
+
+_TRAILING_NUMBER = re.compile(r"(\d+)$")
+
+
+@dataclass(frozen=True)
+class _Checkpoint:
+    """A checkpoint directory that passed validation."""
+
+    step: int
+    path: Path
+    model: ModelInfo
+    architecture: dict[str, Any]
+
+
+def _positive_int(func: str, name: str, value: object) -> int:
+    """``value`` if it is an int ≥ 1, else the scikit-learn style InputError."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise invalid_parameter(func, name, "an int >= 1", value)
+    return value
+
+
+def _checkpoint_dirs(checkpoints: Sequence[str | os.PathLike]) -> list[Path]:
+    """Resolved checkpoint directories; InputError naming the first missing or unreadable one."""
+    if isinstance(checkpoints, (str, os.PathLike)) or not checkpoints:
+        raise invalid_parameter(
+            "capture_run", "checkpoints", "a non-empty list of directories", checkpoints
+        )
+    dirs = []
+    for raw in checkpoints:
+        path = Path(raw).expanduser()
+        if not path.is_dir():
+            raise InputError(
+                f"Checkpoint directory {path} does not exist or is not a directory; pass a directory "
+                "written by save_pretrained."
+            )
+        if not os.access(path, os.R_OK | os.X_OK):
+            raise InputError(f"Checkpoint directory {path} is not readable; check its permissions.")
+        dirs.append(path.resolve())
+    duplicates = sorted({str(d) for d in dirs if dirs.count(d) > 1})
+    if duplicates:
+        raise InputError(f"Checkpoint directory {duplicates[0]} is given more than once.")
+    return dirs
+
+
+def _steps(dirs: list[Path], steps: Sequence[int] | None) -> list[int]:
+    """One training step per checkpoint: ``steps`` if given, else each directory name's trailing number."""
+    if steps is None:
+        parsed = []
+        for path in dirs:
+            match = _TRAILING_NUMBER.search(path.name)
+            if match is None:
+                raise InputError(
+                    f"Cannot read a training step from checkpoint directory name {path.name!r} "
+                    f"({path}); name it like 'step-1000' or 'checkpoint-1000', or pass --steps."
+                )
+            parsed.append(int(match.group(1)))
+        steps = parsed
+    elif len(steps) != len(dirs) or not all(
+        isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in steps
+    ):
+        raise invalid_parameter(
+            "capture_run", "steps", f"{len(dirs)} non-negative ints, one per checkpoint", steps
+        )
+    seen: dict[int, Path] = {}
+    for step, path in zip(steps, dirs, strict=True):
+        if step in seen:
+            raise InputError(
+                f"Checkpoints {seen[step]} and {path} both have step {step}; each checkpoint needs "
+                "its own step (pass --steps)."
+            )
+        seen[step] = path
+    return list(steps)
+
+
+def _inspect_checkpoint(path: Path) -> tuple[ModelInfo, dict[str, Any]]:
+    """Model facts of a checkpoint from its config alone (the model is built on the meta device)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from pathwatch.capture.families import find_routers
+
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(
+            f"Checkpoint {path}: cannot read its config.json ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}); pass a directory written by "
+            "save_pretrained."
+        ) from exc
+    try:
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+        routers = find_routers(model)
+    except UnsupportedModelError as exc:
+        raise UnsupportedModelError(f"Checkpoint {path}: {exc}") from exc
+    except ValueError as exc:
+        raise UnsupportedModelError(
+            f"Checkpoint {path}: model_type {config.model_type!r} is not a causal LM transformers "
+            f"can build ({str(exc).splitlines()[0]}); pass a Mixture-of-Experts causal LM."
+        ) from exc
+    info = ModelInfo(**{**routers.summary(), "moe_layers": routers.layers})
+    text_config = config.get_text_config()
+    architecture = {
+        "model_type": info.model_type,
+        "layers": info.n_layers,
+        "MoE layers": list(info.moe_layers),
+        "experts": info.n_experts,
+        "top_k": info.top_k,
+        "hidden size": text_config.hidden_size,
+        "vocabulary size": text_config.vocab_size,
+    }
+    return info, architecture
+
+
+def _check_same_architecture(checkpoints: list[_Checkpoint]) -> None:
+    """InputError naming the first checkpoint pair and field whose architectures differ."""
+    first = checkpoints[0]
+    for other in checkpoints[1:]:
+        for key, value in first.architecture.items():
+            if other.architecture[key] != value:
+                raise InputError(
+                    f"Checkpoints {first.path} and {other.path} differ in {key} ({value!r} vs "
+                    f"{other.architecture[key]!r}); one run holds checkpoints of one architecture."
+                )
+
+
+def _tokenizer(checkpoints: list[_Checkpoint]) -> Any:
+    """The tokenizer saved with the checkpoints; InputError if one is missing or they differ."""
+    from transformers import AutoTokenizer
+
+    def load(path: Path) -> Any:
+        try:
+            return AutoTokenizer.from_pretrained(path)
+        except (OSError, ValueError, TypeError) as exc:
+            raise InputError(
+                f"Checkpoint {path}: cannot load its tokenizer ({type(exc).__name__}); save the "
+                "tokenizer with the checkpoint, or give the samples as 'input_ids'."
+            ) from exc
+
+    def fingerprint(tokenizer: Any) -> str:
+        vocab = sorted(tokenizer.get_vocab().items())
+        text = repr((type(tokenizer).__name__, vocab, sorted(tokenizer.special_tokens_map.items())))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    first = load(checkpoints[0].path)
+    reference = fingerprint(first)
+    for other in checkpoints[1:]:
+        if fingerprint(load(other.path)) != reference:
+            raise InputError(
+                f"Checkpoints {checkpoints[0].path} and {other.path} have different tokenizers "
+                "(vocabulary or special tokens); capture checkpoints of one tokenizer into one run."
+            )
+    return first
+
+
+def _sha256(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _existing_run(out: Path, manifest: Manifest) -> RunStore | None:
+    """The run at ``out`` to resume, None for a new run; InputError if ``out`` cannot take this capture."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file; pass a directory for the run.")
+    if not (out / MANIFEST_NAME).exists():
+        if out.exists() and any(out.iterdir()):
+            raise InputError(
+                f"--out {out} is a non-empty directory without a {MANIFEST_NAME}; pass a new or "
+                "empty directory for the run."
+            )
+        return None
+    store = RunStore(out)
+    difference = store.manifest.first_difference(manifest)
+    if difference is not None:
+        field, stored, wanted = difference
+        raise InputError(
+            f"{out / MANIFEST_NAME}: this run was captured with {field} = {stored!r}, not "
+            f"{wanted!r}; re-run with the original inputs to resume, or pass a new --out."
+        )
+    return store
+
+
+def _load_model(path: Path) -> Any:
+    """float32 model in eval mode, on CUDA when available."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    bar_was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # one bar: capture's own
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    except (OSError, ValueError) as exc:
+        raise InputError(
+            f"Checkpoint {path}: cannot load its weights ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''})."
+        ) from exc
+    finally:
+        if bar_was_enabled:
+            hf_logging.enable_progress_bar()
+    return model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
+
+
+def capture_run(
+    checkpoints: Sequence[str | os.PathLike],
+    samples_path: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    steps: Sequence[int] | None = None,
+    batch_size: int = 16,
+    max_length: int = 512,
+    shard_size: int = 1024,
+    progress: bool = True,
+) -> RunStore:
+    """Capture per-sample routing and loss of every checkpoint into a resumable run directory.
+
+    All inputs are checked before anything is written. The work is split into units of
+    (checkpoint, shard of ``shard_size`` samples); each unit is written atomically with a checksum,
+    and units that exist and verify are skipped, so a killed capture resumes where it stopped and
+    ends bit-identical to an uninterrupted one.
+
+    Parameters
+    ----------
+    checkpoints : list of directories written by ``save_pretrained``, one per training step; all of
+        one MoE architecture and tokenizer.
+    samples_path : JSONL or Parquet file with ``text`` (or ``input_ids``), optional ``id``, ``domain``.
+    out : run directory, new or empty, or a run of this same capture to resume.
+    steps : training step of each checkpoint; default: the trailing number of each directory name.
+    batch_size, max_length : passed to :func:`pathwatch.capture`.
+    shard_size : samples per unit.
+    progress : show a progress bar over units on stderr.
+
+    Returns
+    -------
+    RunStore
+        The complete run: ``missing_units()`` is empty.
+
+    Raises
+    ------
+    InputError
+        A missing or unreadable path, an unparseable step, bad samples, checkpoints that disagree
+        on architecture or tokenizer, or a run directory made from other inputs.
+    UnsupportedModelError
+        A checkpoint is not a Mixture-of-Experts model.
+    StoreError
+        The run directory cannot be written (e.g. the disk is full).
+
+    Examples
+    --------
+    >>> store = capture_run(["ckpt/step-100", "ckpt/step-200"], "samples.jsonl", "runs/a")  # doctest: +SKIP
+    >>> store.load_checkpoint(200).mean_weights.shape  # doctest: +SKIP
+    (1000, 16, 64)
+    """
+    from pathwatch.capture.samples import encode_samples, read_samples
+
+    for name, value in (
+        ("batch_size", batch_size),
+        ("max_length", max_length),
+        ("shard_size", shard_size),
+    ):
+        _positive_int("capture_run", name, value)
+    dirs = _checkpoint_dirs(checkpoints)
+    step_of = dict(zip(dirs, _steps(dirs, steps), strict=True))
+    samples_file = Path(samples_path).expanduser()
+    samples = read_samples(samples_file)
+    ckpts = []
+    for path in sorted(dirs, key=step_of.__getitem__):
+        info, architecture = _inspect_checkpoint(path)
+        ckpts.append(_Checkpoint(step_of[path], path, info, architecture))
+    _check_same_architecture(ckpts)
+    tokenizer = _tokenizer(ckpts) if any(s.text is not None for s in samples) else None
+    try:
+        encode_samples(
+            samples,
+            tokenizer,
+            max_length=max_length,
+            vocab_size=ckpts[0].architecture["vocabulary size"],
+        )
+    except InputError as exc:
+        raise InputError(f"{samples_file}: {exc}") from exc
+
+    from pathwatch import __version__
+
+    manifest = Manifest(
+        model=ckpts[0].model,
+        checkpoints=tuple(CheckpointInfo(c.step, str(c.path), c.path.name) for c in ckpts),
+        samples=SamplesInfo(
+            str(samples_file.resolve()), _sha256(samples_file), len(samples), shard_size
+        ),
+        settings=Settings(batch_size=batch_size, max_length=max_length),
+        pathwatch_version=__version__,
+    )
+    out = Path(out).expanduser()
+    store = _existing_run(out, manifest)
+    # every input is valid: writing starts here
+    if store is None:
+        store = RunStore.create(out, manifest)
+    try:
+        store.samples()
+    except StoreError:  # absent or damaged: a previous capture stopped before writing it
+        store.write_samples(_sample_table(samples))
+    remove_temporaries(out)
+    _capture_missing(store, ckpts, samples, tokenizer, batch_size, max_length, progress)
+    return store
+
+
+def _sample_table(samples: list[Sample]) -> Any:
+    """``samples.parquet``: sample_index, id, domain in capture order."""
+    import polars as pl
+
+    return pl.DataFrame(
+        {
+            "sample_index": range(len(samples)),
+            "id": [s.id for s in samples],
+            "domain": [s.domain for s in samples],
+        },
+        schema={"sample_index": pl.Int64, "id": pl.String, "domain": pl.String},
+    )
+
+
+def _capture_missing(
+    store: RunStore,
+    ckpts: list[_Checkpoint],
+    samples: list[Sample],
+    tokenizer: Any,
+    batch_size: int,
+    max_length: int,
+    progress: bool,
+) -> None:
+    """Capture and write every unit that is absent or fails verification, and missing router weights."""
+    from tqdm.auto import tqdm
+
+    from pathwatch.capture import capture
+    from pathwatch.capture.families import find_routers
+
+    missing = store.missing_units()
+    total = len(store.steps) * store.n_shards
+    bar = tqdm(
+        total=total, initial=total - len(missing), unit="unit", desc="capture", disable=not progress
+    )
+    done_samples, started = 0, time.perf_counter()
+    with bar:
+        for ckpt in ckpts:
+            shards = [shard for step, shard in missing if step == ckpt.step]
+            if not shards and store.has_router_weights(ckpt.step):
+                continue
+            model = _load_model(ckpt.path)
+            if not store.has_router_weights(ckpt.step):
+                store.write_router_weights(ckpt.step, find_routers(model).weights())
+            for shard in shards:
+                start, stop = store.manifest.samples.shard_bounds(shard)
+                result = capture(
+                    model,
+                    samples[start:stop],
+                    tokenizer,
+                    batch_size=batch_size,
+                    max_length=max_length,
+                )
+                store.write_unit(
+                    ckpt.step,
+                    shard,
+                    CheckpointData(
+                        result.mean_weights, result.loss, result.n_tokens, result.truncated
+                    ),
+                )
+                done_samples += stop - start
+                bar.update(1)
+                bar.set_postfix(
+                    samples_per_s=f"{done_samples / (time.perf_counter() - started):.1f}"
+                )
+            del model
