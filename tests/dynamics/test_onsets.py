@@ -13,6 +13,7 @@ from pathwatch.dynamics import (
     generalization_onset,
     group_labels,
     memorization_onset,
+    memorization_table,
 )
 from pathwatch.errors import InputError
 
@@ -225,3 +226,48 @@ def test_group_labels():
     ]
     with pytest.raises(InputError, match="'kind' parameter"):
         group_labels([1], kind="val")
+
+
+def test_memorization_table_chooses_eps_per_domain():
+    paper, steps = synthetic_losses(1.75, n=400, seed=3)
+    tiny, _ = synthetic_losses(0.05, n=300, seed=4)
+    domains = ["math"] * 400 + ["code"] * 300
+    onsets, eps = memorization_table(np.r_[paper, tiny], steps, domains)
+    assert onsets.columns == ["sample_index", "domain", "mem_onset", "epsilon"]
+    assert onsets["sample_index"].to_list() == list(range(700))
+    assert eps.columns == [
+        "domain",
+        "epsilon",
+        "memorized_fraction",
+        "in_target",
+        "grid_step",
+        "note",
+    ]
+    assert eps["domain"].to_list() == ["code", "math"]
+    for domain, losses in [("math", paper), ("code", tiny)]:
+        choice = auto_epsilon(losses, steps)
+        row = eps.filter(eps["domain"] == domain).row(0, named=True)
+        assert (row["epsilon"], row["memorized_fraction"], row["in_target"]) == (
+            choice.epsilon,
+            choice.fraction,
+            True,
+        )
+        mine = onsets.filter(onsets["domain"] == domain)
+        np.testing.assert_array_equal(
+            mine["mem_onset"], memorization_onset(losses, steps, choice.epsilon)
+        )
+        assert (mine["epsilon"] == choice.epsilon).all()
+
+
+def test_memorization_table_with_given_eps():
+    losses, steps = synthetic_losses(1.0, n=100)
+    _, eps = memorization_table(
+        losses, steps, ["a"] * 50 + ["b"] * 50, epsilon={"a": 0.01, "b": 5.0}
+    )
+    assert eps["memorized_fraction"].to_list()[0] == 0.0
+    assert eps["grid_step"].is_null().all()
+    assert eps["note"][1].startswith("ε = 5 given")
+    with pytest.raises(InputError, match="'epsilon' parameter of memorization_table"):
+        memorization_table(losses, steps, ["a"] * 50 + ["b"] * 50, epsilon={"a": 0.1})
+    with pytest.raises(InputError, match="'domains' parameter"):
+        memorization_table(losses, steps, ["a"] * 3)

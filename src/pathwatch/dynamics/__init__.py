@@ -9,6 +9,7 @@ from pathwatch.dynamics.onsets import (
     generalization_onset,
     group_labels,
     memorization_onset,
+    memorization_table,
 )
 
 __all__ = [
@@ -22,5 +23,6 @@ __all__ = [
     "group_similarity",
     "match_groups",
     "memorization_onset",
+    "memorization_table",
     "minilm_available",
 ]

@@ -8,9 +8,11 @@ error after t#. Samples (items) with the same onset form the group ``train@<t*>`
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
+import polars as pl
 from numpy.typing import ArrayLike, NDArray
 
 from pathwatch.errors import InputError, invalid_parameter
@@ -237,6 +239,116 @@ def auto_epsilon(
         f" ({stable.sum()} of {n} samples are stable within δ = {delta:g} at the last two checkpoints)"
     )
     return EpsilonChoice(float(eps_all[i]), float(frac_all[i]), False, float(step_all[i]), note)
+
+
+def memorization_table(
+    losses: ArrayLike,
+    steps: ArrayLike,
+    domains: Sequence[str],
+    *,
+    epsilon: str | float | Mapping[str, float] = "auto",
+    delta: float = 0.05,
+    target: tuple[float, float] = _TARGET,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Memorization onsets of all samples, with ε chosen (or given) per domain.
+
+    Parameters
+    ----------
+    losses : array of shape (N, T)
+        Per-sample losses at each checkpoint.
+    steps : array of shape (T,)
+        Checkpoint steps, strictly increasing.
+    domains : sequence of str, length N
+        Domain of each sample.
+    epsilon : "auto", float or mapping of domain to float, default "auto"
+        ``"auto"``: :func:`auto_epsilon` per domain; a float for every domain; or one per domain.
+    delta : float, default 0.05
+    target : (float, float), default (0.20, 0.25)
+        Band of :func:`auto_epsilon`; with a given ε it only sets ``in_target``.
+
+    Returns
+    -------
+    onsets : polars.DataFrame
+        ``sample_index, domain, mem_onset, epsilon``, one row per sample in input order.
+    epsilons : polars.DataFrame
+        ``domain, epsilon, memorized_fraction, in_target, grid_step, note``, one row per domain;
+        ``memorized_fraction`` counts the samples memorized before the last checkpoint, and
+        ``grid_step`` is null for a given ε.
+
+    Examples
+    --------
+    >>> losses = [[2.0, 0.3, 0.3], [2.0, 2.0, 0.3], [0.12, 0.1, 0.1]]
+    >>> onsets, eps = memorization_table(losses, [1, 2, 3], ["a", "a", "b"], epsilon=0.5)
+    >>> onsets["mem_onset"].to_list(), eps["memorized_fraction"].to_list()
+    ([2, 3, 1], [0.5, 1.0])
+    """
+    func = "memorization_table"
+    arr = _losses(losses, func)
+    step_arr = _steps(steps, arr.shape[1], func)
+    labels = np.asarray(domains, dtype=object)
+    if labels.shape != (arr.shape[0],):
+        raise invalid_parameter(
+            func, "domains", f"a sequence of {arr.shape[0]} domain names", labels.shape
+        )
+    names = sorted(set(labels.tolist()))
+    if isinstance(epsilon, Mapping):
+        missing = [d for d in names if d not in epsilon]
+        if missing:
+            raise invalid_parameter(
+                func, "epsilon", f"a mapping with every domain {names}", epsilon
+            )
+    elif epsilon != "auto" and not isinstance(epsilon, int | float):
+        raise invalid_parameter(
+            func, "epsilon", "'auto', a float, or a mapping of domain to float", epsilon
+        )
+    choices: dict[str, EpsilonChoice | float] = {}
+    for name in names:
+        if epsilon == "auto":
+            choices[name] = auto_epsilon(arr[labels == name], step_arr, delta=delta, target=target)
+        else:
+            choices[name] = float(epsilon[name] if isinstance(epsilon, Mapping) else epsilon)
+    eps_of = {d: c.epsilon if isinstance(c, EpsilonChoice) else c for d, c in choices.items()}
+    per_sample = np.array([eps_of[d] for d in labels.tolist()], dtype=np.float64)
+    onsets = memorization_onset(arr, step_arr, per_sample, delta)
+    before = (onsets != NEVER) & (onsets < step_arr[-1])
+    rows = []
+    for name, choice in choices.items():
+        fraction = float(before[labels == name].mean())
+        if isinstance(choice, EpsilonChoice):
+            rows.append(
+                (name, choice.epsilon, fraction, choice.in_target, choice.grid_step, choice.note)
+            )
+        else:
+            note = f"ε = {choice:g} given: {fraction:.1%} memorized before the last checkpoint"
+            inside = target[0] <= fraction <= target[1]
+            rows.append((name, choice, fraction, inside, None, note))
+    onset_table = pl.DataFrame(
+        {
+            "sample_index": np.arange(arr.shape[0], dtype=np.int64),
+            "domain": labels.tolist(),
+            "mem_onset": onsets,
+            "epsilon": per_sample,
+        },
+        schema={
+            "sample_index": pl.Int64,
+            "domain": pl.String,
+            "mem_onset": pl.Int64,
+            "epsilon": pl.Float64,
+        },
+    )
+    epsilon_table = pl.DataFrame(
+        rows,
+        schema={
+            "domain": pl.String,
+            "epsilon": pl.Float64,
+            "memorized_fraction": pl.Float64,
+            "in_target": pl.Boolean,
+            "grid_step": pl.Float64,
+            "note": pl.String,
+        },
+        orient="row",
+    )
+    return onset_table, epsilon_table
 
 
 def generalization_onset(correct: ArrayLike, steps: ArrayLike) -> NDArray[np.int64]:
