@@ -119,6 +119,32 @@ def test_memorization_bad_input(kwargs, match):
         memorization_onset(**args)
 
 
+def before_last(losses, steps, eps):
+    onsets = memorization_onset(losses, steps, eps)
+    return np.mean((onsets != -1) & (onsets < steps[-1]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(loss_matrices().filter(lambda a: a.shape[1] >= 2))
+def test_auto_epsilon_is_the_smallest_in_band_point_of_the_coarsest_grid(losses):
+    # losses on a 0.01 grid: every reachable fraction is reached on the 0.01 grid
+    steps = np.arange(losses.shape[1])
+    choice = auto_epsilon(losses, steps)
+    assert choice.fraction == pytest.approx(before_last(losses, steps, choice.epsilon))
+    expected = None
+    for step, digits in [(0.1, 1), (0.01, 2)]:
+        grid = np.round(np.arange(1, int(3.2 / step) + 1) * step, digits)
+        inside = [e for e in grid if 0.20 <= before_last(losses, steps, e) <= 0.25]
+        if inside:
+            expected = (inside[0], step)
+            break
+    if expected is None:
+        assert not choice.in_target and "no ε" in choice.note
+    else:
+        assert choice.in_target
+        assert (choice.epsilon, choice.grid_step) == pytest.approx(expected)
+
+
 def synthetic_losses(scale, n=2000, t=10, seed=0):
     """Losses that fall from ~2x to ~1x ``scale`` at sample-specific speeds, some still falling."""
     rng = np.random.default_rng(seed)

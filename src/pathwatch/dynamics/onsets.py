@@ -203,11 +203,13 @@ def auto_epsilon(
     def fraction(eps: NDArray[np.float64]) -> NDArray[np.float64]:
         return np.searchsorted(need, eps, side="right") / n
 
+    # The fraction only grows with ε, so the smallest grid point in the band, if any, is the
+    # first one at or above the loss of the ceil(low * n)-th sample to be memorized: look there.
     step, lo = _COARSE_STEP, 0.0
-    # coarse grid: up to the first point past the band (or where the fraction stops growing)
-    k_high = min(int(np.floor(high * n)), need.size - 1)
-    top = need[k_high] if need.size else _COARSE_STEP
-    grid = np.round(np.arange(1, int(np.ceil(top / step)) + 2) * step, 1)
+    k = min(int(np.ceil(low * n)), need.size) - 1
+    anchor = need[k] if k >= 0 else step
+    base = max(int(np.floor(anchor / step)) - 1, 1)
+    grid = np.round((base + np.arange(4)) * step, 1)
     seen_eps, seen_frac, seen_step = [grid], [fraction(grid)], [np.full(grid.size, step)]
     while True:
         frac = seen_frac[-1]
