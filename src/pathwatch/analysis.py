@@ -1,0 +1,533 @@
+"""The analysis stage: a captured run directory → the Parquet tables of ``docs/architecture.md``.
+
+It joins the stages on a run store: memorization onsets from the losses (``dynamics``), pathways,
+distances and consistency per sample and per group (``metrics``), and — given ground truth —
+generalization onsets, group pairing and the Table-1 correlations (``evaluation``). Two streaming
+passes over the checkpoints (losses first, then routing) keep one checkpoint's routing in memory at a
+time, whatever the number of checkpoints.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from tqdm.auto import tqdm
+
+from pathwatch.dynamics import NEVER, embed_texts, match_groups
+from pathwatch.dynamics.onsets import memorization_table
+from pathwatch.errors import InputError, StoreError, invalid_parameter, unknown_name
+from pathwatch.evaluation import correlation_table, generalization_table, moving_average
+from pathwatch.evaluation.accuracy import read_accuracy
+from pathwatch.metrics import (
+    UNITS,
+    Pathways,
+    consistency_metrics,
+    layer_distances,
+    pairwise_distance_stats,
+    pathways,
+)
+from pathwatch.store import RunStore
+from pathwatch.store.manifest import MANIFEST_NAME
+
+#: Label of the rows that pool every training domain.
+POOLED = "all"
+#: ``layer`` value of rows about the whole pathway rather than one MoE layer.
+WHOLE_PATHWAY = -1
+
+#: Metrics correlated with accuracy (the paper's Table 1 and its baselines), and what each needs.
+TABLE1_METRICS: dict[str, str] = {
+    "distance": "training data",
+    "distance_memorized": "training data",
+    "consistency": "training data",
+    "smoothness": "training data",
+    "adjacent_cosine": "training data",
+    "train_loss": "training data",
+    "train_loss_ma": "training data",
+    "validation_loss": "held-out data",
+}
+
+
+@dataclass(frozen=True)
+class AnalyzeConfig:
+    """Settings of :func:`analyze_run` (defaults from SPEC §1).
+
+    Attributes
+    ----------
+    threshold : float, default 0.7
+        Cumulative router weight a pathway keeps per layer.
+    unit : {"char", "expert"}, default "char"
+        Symbols of the pathway edit distance (``"char"``: the paper's string).
+    epsilon : float or None, default None
+        Memorization loss threshold for every domain; None chooses it per domain so that 20–25% of
+        the domain is memorized before the last checkpoint.
+    delta : float, default 0.05
+        Memorization stability band.
+    max_pairs : int or None, default 200_000
+        A group with more pairs than this gets a sampled estimate with a 95% CI; None is always exact.
+    validation_domains : tuple of str, default ("validation",)
+        Sample domains that form a validation set: only their mean loss is used, as a baseline.
+    start : "auto" or int, default "auto"
+        First checkpoint of the correlation window; "auto" detects accuracy's sustained rise per domain.
+    embedder : {"auto", "minilm", "ngram"}, default "auto"
+        Text embeddings for pairing train and test groups.
+    n_boot : int, default 2000
+        Bootstrap replicates of the correlation CIs.
+    seed : int, default 0
+        Seed of pair sampling and bootstrap.
+    """
+
+    threshold: float = 0.7
+    unit: str = "char"
+    epsilon: float | None = None
+    delta: float = 0.05
+    max_pairs: int | None = 200_000
+    validation_domains: tuple[str, ...] = ("validation",)
+    start: str | int = "auto"
+    embedder: str = "auto"
+    n_boot: int = 2000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.unit not in UNITS:
+            raise unknown_name("unit", self.unit, UNITS)
+        if not (isinstance(self.threshold, float | int) and 0 < self.threshold <= 1):
+            raise invalid_parameter("analyze_run", "threshold", "a float in (0, 1]", self.threshold)
+        if self.epsilon is not None and not (np.isfinite(self.epsilon) and self.epsilon >= 0):
+            raise invalid_parameter(
+                "analyze_run", "epsilon", "None or a non-negative float", self.epsilon
+            )
+        if self.max_pairs is not None and (
+            isinstance(self.max_pairs, bool)
+            or not isinstance(self.max_pairs, int)
+            or self.max_pairs < 1
+        ):
+            raise invalid_parameter(
+                "analyze_run", "max_pairs", "None or an int >= 1", self.max_pairs
+            )
+        object.__setattr__(self, "validation_domains", tuple(self.validation_domains))
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """What :func:`analyze_run` wrote.
+
+    Attributes
+    ----------
+    run : Path
+        The run directory.
+    tables : dict of str to polars.DataFrame
+        Every table written under ``RUN/tables/``, by name.
+    notes : list of str
+        One line each on choices and gaps (ε per domain, undefined consistency, skipped steps).
+    """
+
+    run: Path
+    tables: dict[str, pl.DataFrame]
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Which rows of the sample table are training probes, their domains and memorization onsets."""
+
+    samples: (
+        pl.DataFrame
+    )  # sample_index, id, domain, mem_onset, epsilon (+ text) of the training probes
+    rows: np.ndarray  # (n,) positions of the training probes in capture order
+    validation: pl.DataFrame  # sample_index, id, domain of the validation samples
+
+    @property
+    def onsets(self) -> np.ndarray:
+        """Memorization onset of each training probe, or NEVER, (n,)."""
+        return self.samples["mem_onset"].to_numpy()
+
+    @property
+    def domains(self) -> list[str]:
+        return sorted(self.samples["domain"].unique().to_list())
+
+    def groups(self) -> Iterator[tuple[str, str, np.ndarray]]:
+        """(domain, group, member positions among the training probes) of every analysed group."""
+        domain = self.samples["domain"].to_numpy()
+        every = np.arange(domain.size)
+        for name in [POOLED, *self.domains]:
+            members = every if name == POOLED else every[domain == name]
+            yield name, "all", members
+            yield name, "memorized", members[self.onsets[members] != NEVER]
+            if name != POOLED:
+                for onset in np.unique(self.onsets[members]):
+                    if onset != NEVER:
+                        yield name, f"train@{onset}", members[self.onsets[members] == onset]
+
+
+def _open_run(run: str | Path) -> RunStore:
+    path = Path(run)
+    if not (path / MANIFEST_NAME).is_file():
+        raise InputError(
+            f"{path}: not a run directory (no {MANIFEST_NAME}). Create it with `pathwatch capture "
+            f"--checkpoint DIR --samples FILE --out {path}`."
+        )
+    store = RunStore(path)
+    missing = store.missing_units()
+    if missing:
+        step, shard = missing[0]
+        total = len(store.steps) * store.n_shards
+        raise StoreError(
+            f"{path}: {len(missing)} of {total} capture units are missing or corrupt (first: step "
+            f"{step}, shard {shard}). Let `pathwatch capture` finish, or re-run it to resume."
+        )
+    return store
+
+
+def _losses(store: RunStore, progress: bool) -> np.ndarray:
+    """Loss of every sample at every checkpoint, (N, T): the first streaming pass."""
+    steps = store.steps
+    losses = np.empty((store.manifest.samples.count, len(steps)), np.float64)
+    for t, step in enumerate(
+        tqdm(steps, desc="analyze: losses", unit="ckpt", disable=not progress)
+    ):
+        losses[:, t] = store.load_checkpoint(step).loss
+    return losses
+
+
+def _layout(
+    store: RunStore, losses: np.ndarray, config: AnalyzeConfig
+) -> tuple[_Layout, pl.DataFrame, list[str]]:
+    samples = store.samples()
+    is_validation = samples["domain"].is_in(list(config.validation_domains)).to_numpy()
+    rows = np.flatnonzero(~is_validation)
+    if rows.size < 2:
+        raise InputError(
+            f"{store.path}: the run has {rows.size} training probe samples (domains "
+            f"{sorted(set(samples['domain']))}, validation domains {list(config.validation_domains)}); "
+            "pathway distance needs at least 2. Capture more samples."
+        )
+    train = samples[rows]
+    onsets, epsilon = memorization_table(
+        losses[rows],
+        store.steps,
+        train["domain"].to_list(),
+        epsilon="auto" if config.epsilon is None else config.epsilon,
+        delta=config.delta,
+    )
+    notes = [f"{r['domain']}: {r['note']}" for r in epsilon.iter_rows(named=True)]
+    layout = _Layout(
+        pl.concat([train, onsets.select("mem_onset", "epsilon")], how="horizontal"),
+        rows,
+        samples[np.flatnonzero(is_validation)],
+    )
+    return layout, epsilon, notes
+
+
+def _group_rows(
+    domain: str,
+    group: str,
+    members: np.ndarray,
+    paths: Pathways,
+    step_data: dict[str, np.ndarray],
+    memorized: np.ndarray,
+    step: int,
+    layers: Sequence[int],
+    config: AnalyzeConfig,
+) -> list[dict]:
+    """The ``group_metrics`` rows of one group at one checkpoint: whole pathway, then each layer."""
+    sub = paths[members]
+    whole = pairwise_distance_stats(sub, config.unit, max_pairs=config.max_pairs, seed=config.seed)
+    cons = step_data["consistency"][members]
+    base = {"domain": domain, "group": group, "step": step, "n_samples": int(members.size)}
+    rows = [
+        base
+        | {
+            "layer": WHOLE_PATHWAY,
+            "unit": config.unit,
+            "distance": whole.mean,
+            "distance_ci_low": whole.ci_low,
+            "distance_ci_high": whole.ci_high,
+            "n_pairs": whole.n_pairs,
+            "consistency": _nanmean(cons),
+            "smoothness": _nanmean(step_data["smoothness"][members]),
+            "adjacent_cosine": _nanmean(step_data["adjacent_cosine"][members]),
+            "consistency_nan": int(np.isnan(cons).sum()),
+            "loss": _nanmean(step_data["loss"][members]),
+            "memorized_fraction": float(memorized[members].mean()) if members.size else np.nan,
+        }
+    ]
+    if members.size >= 2:
+        per_layer = layer_distances(sub, max_pairs=config.max_pairs, seed=config.seed)
+        rows += [
+            base | {"layer": int(layer), "unit": "expert", "distance": float(d)}
+            for layer, d in zip(layers, per_layer, strict=True)
+        ]
+    return rows
+
+
+def _nanmean(values: np.ndarray) -> float:
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else np.nan
+
+
+GROUP_SCHEMA = {
+    "domain": pl.String,
+    "group": pl.String,
+    "step": pl.Int64,
+    "layer": pl.Int64,
+    "unit": pl.String,
+    "distance": pl.Float64,
+    "distance_ci_low": pl.Float64,
+    "distance_ci_high": pl.Float64,
+    "n_samples": pl.Int64,
+    "n_pairs": pl.Int64,
+    "consistency": pl.Float64,
+    "smoothness": pl.Float64,
+    "adjacent_cosine": pl.Float64,
+    "consistency_nan": pl.Int64,
+    "loss": pl.Float64,
+    "memorized_fraction": pl.Float64,
+}
+
+
+def _routing_pass(
+    store: RunStore,
+    layout: _Layout,
+    losses: np.ndarray,
+    config: AnalyzeConfig,
+    progress: bool,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Second streaming pass: per-sample and per-group routing metrics at every checkpoint."""
+    steps = store.steps
+    layers = store.manifest.model.moe_layers
+    sample_frames, group_rows = [], []
+    groups = list(layout.groups())
+    for t, step in enumerate(
+        tqdm(steps, desc="analyze: routing", unit="ckpt", disable=not progress)
+    ):
+        data = store.load_checkpoint(step)
+        weights = data.mean_weights[layout.rows]
+        paths = pathways(weights, threshold=config.threshold)
+        cm = consistency_metrics(weights, store.router_weights(step))
+        step_data = {
+            "loss": losses[layout.rows, t],
+            "consistency": cm.consistency,
+            "smoothness": cm.smoothness,
+            "adjacent_cosine": cm.adjacent_cosine,
+        }
+        sample_frames.append(
+            layout.samples.select("sample_index", "id", "domain").with_columns(
+                step=pl.lit(step, pl.Int64),
+                loss=step_data["loss"],
+                n_tokens=data.n_tokens[layout.rows],
+                pathway=pl.Series(paths.strings(), dtype=pl.String),
+                consistency=cm.consistency,
+                smoothness=cm.smoothness,
+                adjacent_cosine=cm.adjacent_cosine,
+            )
+        )
+        memorized = (layout.onsets != NEVER) & (layout.onsets <= step)
+        for domain, group, members in groups:
+            group_rows += _group_rows(
+                domain, group, members, paths, step_data, memorized, step, layers, config
+            )
+        for (domain,), members in layout.validation.group_by("domain"):
+            val = members["sample_index"].to_numpy()
+            group_rows.append(
+                {"domain": domain, "group": "all", "step": step, "layer": WHOLE_PATHWAY}
+                | {"n_samples": int(val.size), "loss": float(losses[val, t].mean())}
+            )
+    return pl.concat(sample_frames), pl.DataFrame(group_rows, schema=GROUP_SCHEMA)
+
+
+def _metric_series(groups: pl.DataFrame, layout: _Layout, config: AnalyzeConfig) -> pl.DataFrame:
+    """One row per (step, domain) with every Table-1 metric, for the correlation step."""
+    whole = groups.filter(pl.col("layer") == WHOLE_PATHWAY)
+    train_domains = [POOLED, *layout.domains]
+    base = (
+        whole.filter((pl.col("group") == "all") & pl.col("domain").is_in(train_domains))
+        .select(
+            "step",
+            "domain",
+            "distance",
+            "consistency",
+            "smoothness",
+            "adjacent_cosine",
+            pl.col("loss").alias("train_loss"),
+        )
+        .sort("domain", "step")
+    )
+    memorized = whole.filter(pl.col("group") == "memorized").select(
+        "step", "domain", pl.col("distance").alias("distance_memorized")
+    )
+    series = base.join(memorized, on=["step", "domain"], how="left").with_columns(
+        train_loss_ma=pl.col("train_loss")
+        .map_batches(lambda s: pl.Series(moving_average(s.to_numpy())), return_dtype=pl.Float64)
+        .over("domain")
+    )
+    validation = whole.filter(pl.col("domain").is_in(list(config.validation_domains)))
+    if validation.height:
+        pooled = validation.group_by("step").agg(
+            validation_loss=(pl.col("loss") * pl.col("n_samples")).sum() / pl.col("n_samples").sum()
+        )
+        series = series.join(pooled, on="step", how="left")
+    return series.sort("domain", "step")
+
+
+def _pooled_accuracy(accuracy: pl.DataFrame, correctness: pl.DataFrame | None) -> pl.DataFrame:
+    """Accuracy per step and domain plus the pooled ``all`` row (over items when known)."""
+    if correctness is not None:
+        pooled = correctness.group_by("step").agg(
+            accuracy=pl.col("correct").cast(pl.Float64).mean(), n_items=pl.len().cast(pl.Int64)
+        )
+    else:
+        pooled = accuracy.group_by("step").agg(
+            accuracy=pl.col("accuracy").mean(), n_items=pl.col("n_items").sum()
+        )
+    pooled = pooled.with_columns(domain=pl.lit(POOLED)).select(accuracy.columns)
+    return pl.concat([accuracy.filter(pl.col("domain") != POOLED), pooled.cast(accuracy.schema)])
+
+
+def _ground_truth(
+    accuracy: str | Path | Sequence[str | Path], layout: _Layout, steps: Sequence[int]
+) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    tables = read_accuracy(accuracy if not isinstance(accuracy, str | os.PathLike) else [accuracy])
+    acc_domains = set(tables.accuracy["domain"].to_list())
+    if not acc_domains & set(layout.domains):
+        raise InputError(
+            f"accuracy {', '.join(tables.sources)}: its domains {sorted(acc_domains)} share none with "
+            f"the run's sample domains {layout.domains}. Use the same domain names in both files."
+        )
+    if not set(tables.accuracy["step"].to_list()) & set(steps):
+        raise InputError(
+            f"accuracy {', '.join(tables.sources)}: none of its steps is a checkpoint step of the run "
+            f"{list(steps)}. Give accuracy at the captured checkpoints."
+        )
+    return _pooled_accuracy(tables.accuracy, tables.correctness), tables.correctness
+
+
+def _matches(
+    layout: _Layout,
+    test_onsets: pl.DataFrame,
+    test_items: str | Path,
+    config: AnalyzeConfig,
+) -> pl.DataFrame:
+    """Pair train groups with test groups per domain, on embeddings of their texts."""
+    from pathwatch.capture.samples import read_samples
+
+    items = read_samples(test_items)
+    texts = pl.DataFrame({"item_id": [s.id for s in items], "text": [s.text for s in items]})
+    test = test_onsets.join(texts, on="item_id", how="left")
+    unknown = test.filter(pl.col("text").is_null())
+    if unknown.height:
+        raise InputError(
+            f"{test_items}: no text for test item {unknown['item_id'][0]!r} "
+            f"({unknown.height} items missing). Give every item of the accuracy file an 'id' and 'text'."
+        )
+    if "text" not in layout.samples.columns or layout.samples["text"].null_count():
+        raise InputError(
+            "group pairing needs the text of every training probe; this run's samples were given as "
+            "token ids. Re-capture from a samples file with 'text', or leave out --test-items."
+        )
+    train_texts = layout.samples["text"].to_list()
+    embedded = embed_texts(train_texts + test["text"].to_list(), method=config.embedder)
+    train_vec, test_vec = embedded.vectors[: len(train_texts)], embedded.vectors[len(train_texts) :]
+    train_domain = layout.samples["domain"].to_numpy()
+    test_domain = test["domain"].to_numpy()
+    frames = []
+    for name in layout.domains:
+        tr, te = train_domain == name, test_domain == name
+        frames.append(
+            match_groups(
+                train_vec[tr], layout.onsets[tr], test_vec[te], test["gen_onset"].to_numpy()[te]
+            ).with_columns(domain=pl.lit(name), embedder=pl.lit(embedded.method))
+        )
+    table = pl.concat(frames)
+    return table.select("domain", *[c for c in table.columns if c != "domain"])
+
+
+def analyze_run(
+    run: str | Path,
+    *,
+    config: AnalyzeConfig | None = None,
+    accuracy: str | Path | Sequence[str | Path] | None = None,
+    test_items: str | Path | None = None,
+    progress: bool = True,
+) -> Analysis:
+    """Analyse a captured run and write its tables under ``RUN/tables/``.
+
+    Parameters
+    ----------
+    run : str or Path
+        A run directory written by ``pathwatch capture`` (every unit present and verified).
+    config : AnalyzeConfig, optional
+        Threshold, unit, ε/δ, pair sampling, validation domains, correlation window, embedder.
+    accuracy : path or paths, optional
+        Ground truth (see :func:`pathwatch.evaluation.read_accuracy`): enables the accuracy,
+        test-onset and correlation tables.
+    test_items : path, optional
+        JSONL/Parquet samples file with the ``id``, ``domain`` and ``text`` of each test item:
+        enables pairing train and test groups (``matches``).
+    progress : bool, default True
+        Show progress bars.
+
+    Returns
+    -------
+    Analysis
+        The run directory, the tables written (sample_metrics, onsets, epsilon, group_metrics and,
+        with ground truth, accuracy, test_onsets, correlations, matches) and notes.
+
+    Examples
+    --------
+    >>> result = analyze_run("runs/demo", accuracy="runs/demo/accuracy.jsonl")  # doctest: +SKIP
+    >>> result.tables["correlations"].select("domain", "metric", "pearson_r")  # doctest: +SKIP
+    """
+    config = config or AnalyzeConfig()
+    if test_items is not None and accuracy is None:
+        raise InputError(
+            "--test-items needs --accuracy: test groups come from per-item correctness."
+        )
+    store = _open_run(run)
+    losses = _losses(store, progress)
+    layout, epsilon, notes = _layout(store, losses, config)
+    samples, groups = _routing_pass(store, layout, losses, config, progress)
+    n_nan = groups.filter((pl.col("domain") == POOLED) & (pl.col("group") == "all"))[
+        "consistency_nan"
+    ]
+    if n_nan.sum():
+        notes.append(
+            f"consistency undefined (NaN) for {int(n_nan.max())} of {layout.rows.size} samples at some "
+            f"checkpoint ({len(store.manifest.model.moe_layers)} MoE layers; NaN when < 3 layers or "
+            "when every adjacent-layer cosine is ≤ 0)"
+        )
+    onsets = layout.samples.select("sample_index", "id", "domain", "mem_onset", "epsilon")
+    tables = {
+        "sample_metrics": samples,
+        "onsets": onsets,
+        "epsilon": epsilon,
+        "group_metrics": groups,
+    }
+    if accuracy is not None:
+        acc, correctness = _ground_truth(accuracy, layout, store.steps)
+        series = _metric_series(groups, layout, config)
+        metrics = {m: needs for m, needs in TABLE1_METRICS.items() if m in series.columns}
+        tables["accuracy"] = acc
+        tables["correlations"] = correlation_table(
+            series,
+            acc,
+            metrics=metrics,
+            start=config.start,
+            n_boot=config.n_boot,
+            seed=config.seed,
+        )
+        if correctness is not None:
+            tables["test_onsets"] = generalization_table(correctness)
+            if test_items is not None:
+                tables["matches"] = _matches(layout, tables["test_onsets"], test_items, config)
+            else:
+                notes.append("group pairing skipped: give --test-items with the test items' texts")
+    else:
+        notes.append("no accuracy given: correlations, test onsets and pairing skipped")
+    for name, table in tables.items():
+        store.write_table(name, table)
+    return Analysis(store.path, tables, notes)
