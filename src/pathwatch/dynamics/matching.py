@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 from numpy.typing import ArrayLike, NDArray
+from scipy import sparse
 from scipy.optimize import linear_sum_assignment
 
 from pathwatch.dynamics.onsets import NEVER
@@ -57,9 +58,10 @@ def _group_means(
     """Groups by onset (never-reached left out): their onsets, sizes and mean unit vectors."""
     keep = onsets != NEVER
     groups, inverse, counts = np.unique(onsets[keep], return_inverse=True, return_counts=True)
-    sums = np.zeros((groups.size, units.shape[1]))
-    np.add.at(sums, inverse, units[keep])
-    return groups, counts.astype(np.int64), sums / counts[:, None].clip(min=1)
+    members = sparse.csr_matrix(
+        (1 / counts[inverse], (inverse, np.arange(inverse.size))), shape=(groups.size, inverse.size)
+    )
+    return groups, counts.astype(np.int64), np.asarray(members @ units[keep])
 
 
 def _groups(
