@@ -29,7 +29,7 @@ from numpy.typing import NDArray
 
 from pathwatch.capture import Capture, capture
 from pathwatch.capture.samples import DEFAULT_DOMAIN, check_samples
-from pathwatch.dynamics.onsets import NEVER, auto_epsilon, memorization_onset
+from pathwatch.dynamics.onsets import NEVER, memorization_table
 from pathwatch.errors import InputError, invalid_parameter, unknown_name
 from pathwatch.metrics import Pathways, consistency_metrics, mean_pairwise_distance, pathways
 from pathwatch.monitor.sinks import Sink
@@ -231,7 +231,7 @@ class PathwayMonitor:
 
     def _memorized(self) -> tuple[NDArray[np.bool_], dict[str, float]]:
         """Which probe samples are memorized before the latest checkpoint, and the ε of each group."""
-        losses, steps = self.losses, np.asarray(self.steps)
+        steps = np.asarray(self.steps)
         if len(steps) < 2:  # nothing can be memorized *before* the only checkpoint
             eps = (
                 dict.fromkeys(self._eps_groups, math.nan)
@@ -239,15 +239,11 @@ class PathwayMonitor:
                 else self.epsilon
             )
             return np.zeros(len(self.samples), dtype=bool), eps
-        if self.epsilon == "auto":
-            eps = {
-                g: auto_epsilon(losses[self._domains == g], steps, delta=self.delta).epsilon
-                for g in self._eps_groups
-            }
-        else:
-            eps = self.epsilon
-        per_sample = np.array([eps[d] for d in self._domains])
-        onset = memorization_onset(losses, steps, per_sample, self.delta)
+        onsets, epsilons = memorization_table(
+            self.losses, steps, self._domains.tolist(), epsilon=self.epsilon, delta=self.delta
+        )
+        onset = onsets["mem_onset"].to_numpy()
+        eps = dict(zip(epsilons["domain"].to_list(), epsilons["epsilon"].to_list(), strict=True))
         return (onset != NEVER) & (onset < steps[-1]), eps
 
     def _metrics(self, result: Capture) -> dict[str, float]:
