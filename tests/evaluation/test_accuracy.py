@@ -327,3 +327,14 @@ def test_correctness_matrix_needs_every_item_at_every_step():
     )
     with pytest.raises(InputError, match=r"item 'b' of domain 'm' has no result at step 2"):
         correctness_matrix(long)
+
+
+def test_renaming_applies_once_and_unreadable_files_are_named(tmp_path):
+    csv = tmp_path / "acc.csv"
+    csv.write_text("\ufeffstep,domain,accuracy\n1,a,0.5\n1,b,0.25\n")  # Excel's byte-order mark
+    renamed = read_accuracy(csv, domains={"a": "b", "b": "c"}).accuracy
+    assert renamed.rows() == [(1, "b", 0.5, None), (1, "c", 0.25, None)]
+    binary = tmp_path / "items.jsonl"
+    binary.write_bytes(b"\xff\xfe\x00garbage\n")
+    with pytest.raises(InputError, match=r"items.jsonl: cannot be read"):
+        read_accuracy(binary)

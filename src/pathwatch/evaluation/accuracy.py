@@ -145,7 +145,7 @@ def _read_table(path: Path) -> pl.DataFrame:
     """Per-checkpoint CSV or JSON records."""
     if path.suffix.lower() == ".csv":
         try:
-            with path.open(encoding="utf-8", newline="") as handle:
+            with path.open(encoding="utf-8-sig", newline="") as handle:
                 rows = [(f"{path}:{n}", r) for n, r in enumerate(csv.DictReader(handle), start=2)]
         except (csv.Error, UnicodeDecodeError) as exc:
             raise _fail(str(path), f"not a readable CSV file ({exc}).") from exc
@@ -301,6 +301,20 @@ def _no_duplicates(table: pl.DataFrame, keys: list[str], what: str) -> None:
         )
 
 
+def _read_file(file: Path, metric: str | None) -> tuple[str, pl.DataFrame]:
+    """("items", correctness) or ("table", accuracy) from one file, by its name."""
+    name, suffix = file.name, file.suffix.lower()
+    if name.startswith("samples_") and suffix == ".jsonl":
+        return "items", _read_lm_eval_samples(file, metric)
+    if name.startswith("results_") and suffix == ".json":
+        return "table", _read_lm_eval_results(file, metric)
+    if suffix == ".jsonl":
+        return "items", _read_items(file)
+    if suffix in (".csv", ".json"):
+        return "table", _read_table(file)
+    raise _fail(str(file), "unknown accuracy file type; expected .csv, .json or .jsonl.")
+
+
 def read_accuracy(
     paths: str | Path | Iterable[str | Path],
     *,
@@ -343,18 +357,15 @@ def read_accuracy(
         raise InputError("read_accuracy got no paths. Pass at least one accuracy file.")
     tables, items = [], []
     for file in files:
-        name, suffix = file.name, file.suffix.lower()
-        if name.startswith("samples_") and suffix == ".jsonl":
-            items.append(_read_lm_eval_samples(file, metric))
-        elif name.startswith("results_") and suffix == ".json":
-            tables.append(_read_lm_eval_results(file, metric))
-        elif suffix == ".jsonl":
-            items.append(_read_items(file))
-        elif suffix in (".csv", ".json"):
-            tables.append(_read_table(file))
-        else:
-            raise _fail(str(file), "unknown accuracy file type; expected .csv, .json or .jsonl.")
+        try:
+            kind, table = _read_file(file, metric)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise _fail(
+                str(file), f"cannot be read ({exc}). Check the path and its permissions."
+            ) from exc
+        (items if kind == "items" else tables).append(table)
     rename = pl.col("domain").replace(dict(domains)) if domains else pl.col("domain")
+    tables = [table.with_columns(rename) for table in tables]
     correctness = None
     if items:
         correctness = pl.concat(items)
@@ -365,7 +376,7 @@ def read_accuracy(
         _no_duplicates(correctness, ["step", "domain", "item_id"], "results")
         correctness = correctness.sort("domain", "item_id", "step")
         tables.append(_accuracy_from_items(correctness))
-    accuracy = pl.concat(tables).with_columns(rename)
+    accuracy = pl.concat(tables)
     _no_duplicates(accuracy, ["step", "domain"], "accuracy rows")
     return AccuracyTables(accuracy.sort("domain", "step"), correctness, tuple(map(str, files)))
 
