@@ -24,7 +24,7 @@ from pathwatch.metrics.pathways import Pathways, PathwaysLike, pathway_string
 UNITS = ("char", "expert")
 
 # Memory for one block of the distance matrix; a block holds rows [start, stop) x columns [start, N).
-_BLOCK_BYTES = 64 * 2**20
+_BLOCK_BYTES = 16 * 2**20
 
 
 @dataclass(frozen=True)
