@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pathwatch.dynamics import embed_texts, minilm_available
+from pathwatch.dynamics.embeddings import _ngram_counts
 from pathwatch.errors import InputError
 
 TEXTS = [
@@ -29,6 +32,25 @@ def test_ngram_fallback_is_deterministic_unit_length_and_sees_overlap():
     assert sim[2, 3] > 2 * max(sim[2, 0], sim[2, 1])
     case = embed_texts(["abc abc", "ABC abc"], method="ngram").vectors
     np.testing.assert_allclose(case[0] @ case[1], 1, rtol=1e-6)
+
+
+def ngram_reference(text, dim):
+    """Counts of hashed character 3-5-grams of one text, with Python integers."""
+    data = f" {text.lower()} ".encode()
+    counts = np.zeros(dim)
+    for n in (3, 4, 5):
+        for i in range(len(data) - n + 1):
+            h = sum(b * 1_000_003 ** (n - 1 - j) for j, b in enumerate(data[i : i + n]))
+            counts[(h % 2**64 + n) % 2**64 % dim] += 1
+    return counts
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.text(max_size=12), max_size=6), st.sampled_from([7, 64, 1024]))
+def test_ngram_counts_match_a_per_text_reference(texts, dim):
+    got = _ngram_counts(texts, dim).toarray()
+    expected = np.array([ngram_reference(t, dim) for t in texts]).reshape(len(texts), dim)
+    np.testing.assert_array_equal(got, expected)
 
 
 def test_ngram_handles_short_empty_and_non_ascii_texts():

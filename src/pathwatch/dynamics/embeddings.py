@@ -71,24 +71,25 @@ def _minilm(device: str) -> Any:
 
 
 def _ngram_counts(texts: Sequence[str], dim: int) -> sparse.csr_matrix:
-    """Hashed character n-gram counts, one row per text, shape (N, dim)."""
+    """Hashed character n-gram counts, one row per text, shape (N, dim), all texts at once."""
+    encoded = [f" {text.lower()} ".encode() for text in texts]
+    lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+    codes = np.frombuffer(b"".join(encoded), dtype=np.uint8).astype(np.uint64)
+    owner = np.repeat(np.arange(len(encoded)), lengths)  # text of each byte
     rows, cols = [], []
-    for i, text in enumerate(texts):
-        codes = np.frombuffer(f" {text.lower()} ".encode(), dtype=np.uint8).astype(np.uint64)
-        for n in _NGRAM_SIZES:
-            if codes.size < n:
-                continue
-            windows = sliding_window_view(codes, n)
-            powers = _HASH_BASE ** np.arange(n - 1, -1, -1, dtype=np.uint64)
-            hashed = (windows * powers).sum(axis=1, dtype=np.uint64) + np.uint64(n)
-            cols.append((hashed % np.uint64(dim)).astype(np.int64))
-            rows.append(np.full(windows.shape[0], i, dtype=np.int64))
+    for n in _NGRAM_SIZES:
+        if codes.size < n:
+            continue
+        powers = _HASH_BASE ** np.arange(n - 1, -1, -1, dtype=np.uint64)
+        hashed = (sliding_window_view(codes, n) * powers).sum(axis=1, dtype=np.uint64)
+        inside = owner[: hashed.size] == owner[n - 1 :]  # the window does not cross two texts
+        cols.append(((hashed[inside] + np.uint64(n)) % np.uint64(dim)).astype(np.int64))
+        rows.append(owner[: hashed.size][inside])
     if not cols:
         return sparse.csr_matrix((len(texts), dim))
-    data = np.ones(sum(c.size for c in cols))
-    return sparse.csr_matrix(
-        (data, (np.concatenate(rows), np.concatenate(cols))), shape=(len(texts), dim)
-    )
+    rows_all, cols_all = np.concatenate(rows), np.concatenate(cols)
+    data = np.ones(rows_all.size)
+    return sparse.csr_matrix((data, (rows_all, cols_all)), shape=(len(texts), dim))
 
 
 def _ngram(texts: Sequence[str], dim: int) -> NDArray[np.float32]:
