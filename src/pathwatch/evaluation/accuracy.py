@@ -398,6 +398,14 @@ def correctness_matrix(
     steps : int array of shape (T,)
         Checkpoint steps, ascending.
     correct : int8 array of shape (M, T)
+
+    Examples
+    --------
+    >>> long = pl.DataFrame({"step": [2, 1, 1, 2], "domain": "math", "item_id": ["b", "b", "a", "a"],
+    ...                      "correct": [1, 0, 1, 1]})
+    >>> items, steps, correct = correctness_matrix(long)
+    >>> items["item_id"].to_list(), steps.tolist(), correct.tolist()
+    (['a', 'b'], [1, 2], [[1, 1], [0, 1]])
     """
     wide = correctness.pivot(
         "step", index=["item_id", "domain"], values="correct", sort_columns=True
@@ -429,6 +437,13 @@ def generalization_table(correctness: pl.DataFrame) -> pl.DataFrame:
     -------
     polars.DataFrame
         ``item_id, domain, gen_onset`` (step, or -1 when the item never generalizes).
+
+    Examples
+    --------
+    >>> long = pl.DataFrame({"step": [1, 2, 3] * 2, "domain": "math", "item_id": ["a"] * 3 + ["b"] * 3,
+    ...                      "correct": [0, 1, 1, 1, 0, 0]})
+    >>> generalization_table(long).rows()
+    [('a', 'math', 2), ('b', 'math', -1)]
     """
     items, steps, correct = correctness_matrix(correctness)
     return items.with_columns(gen_onset=pl.Series(generalization_onset(correct, steps)))
