@@ -164,7 +164,8 @@ def test_steps_must_increase_and_a_rejected_step_leaves_no_trace(model):
         ({"epsilon": "fixed"}, r"'epsilon' parameter .* \"auto\""),
         ({"epsilon": -1.0}, r"'epsilon' parameter"),
         ({"epsilon": {"alpha": 0.5}}, r"no value for domain\(s\) \['beta'\]"),
-        ({"samples": "some text"}, r"'samples' parameter of PathwayMonitor must be a list"),
+        ({"samples": 3}, r"'samples' parameter of PathwayMonitor must be a list of samples or a"),
+        ({"samples": "missing.jsonl"}, r"Samples file missing.jsonl does not exist"),
         ({"samples": []}, r"No samples given"),
         ({"samples": [{"text": ""}]}, r"samples\[0\]: field 'text' must be a non-empty string"),
     ],
@@ -173,3 +174,14 @@ def test_bad_options_are_rejected_up_front(kwargs, message):
     kwargs = {"samples": make_probe(2), **kwargs}
     with pytest.raises(InputError, match=message):
         PathwayMonitor(kwargs.pop("samples"), **kwargs)
+
+
+def test_samples_file_gives_the_same_records_as_the_samples(tmp_path, model):
+    probe = make_probe(3)
+    path = tmp_path / "probe.jsonl"
+    path.write_text("".join(json.dumps(sample) + "\n" for sample in probe))
+    from_file, from_list = PathwayMonitor(path), PathwayMonitor(probe)
+    for step in (1, 2):
+        got, want = from_file.on_checkpoint(model, step), from_list.on_checkpoint(model, step)
+        assert_records_match(got, {k: v for k, v in want.items() if k != "monitor/seconds"}, rel=0)
+    assert {k.split("/")[1] for k in got} >= {"alpha", "beta"}

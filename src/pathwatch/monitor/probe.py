@@ -18,6 +18,7 @@ sample can be memorized. At the run's last checkpoint this is exactly the offlin
 from __future__ import annotations
 
 import math
+import os
 import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -28,7 +29,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pathwatch.capture import Capture, capture
-from pathwatch.capture.samples import DEFAULT_DOMAIN, check_samples
+from pathwatch.capture.samples import DEFAULT_DOMAIN, check_samples, read_samples
 from pathwatch.dynamics.onsets import NEVER, memorization_table
 from pathwatch.errors import InputError, invalid_parameter, unknown_name
 from pathwatch.metrics import Pathways, consistency_metrics, mean_pairwise_distance, pathways
@@ -49,10 +50,11 @@ class PathwayMonitor:
 
     Parameters
     ----------
-    samples : sequence of str, token-id sequences, or mappings
+    samples : sequence of str, token-id sequences, or mappings; or a path
         The probe set: training samples the model has already seen, in any form
-        :func:`pathwatch.capture.capture` takes. A mapping may carry ``"domain"``; then every metric
-        is also reported per domain.
+        :func:`pathwatch.capture.capture` takes, or a JSONL / Parquet samples file
+        (:func:`pathwatch.read_samples`). When samples carry a ``domain``, every metric is also
+        reported per domain.
     tokenizer : transformers tokenizer, optional
         Needed when samples are text.
     sinks : iterable of Sink
@@ -95,7 +97,7 @@ class PathwayMonitor:
 
     def __init__(
         self,
-        samples: Sequence[Any],
+        samples: Sequence[Any] | str | os.PathLike[str],
         *,
         tokenizer: Any = None,
         sinks: Iterable[Sink] = (),
@@ -109,8 +111,12 @@ class PathwayMonitor:
         max_length: int = 512,
     ) -> None:
         func = "PathwayMonitor"
-        if isinstance(samples, (str, bytes, Mapping)) or not isinstance(samples, Sequence):
-            raise invalid_parameter(func, "samples", "a list of samples", type(samples).__name__)
+        if isinstance(samples, (str, os.PathLike)):
+            samples = read_samples(samples)
+        if isinstance(samples, (bytes, Mapping)) or not isinstance(samples, Sequence):
+            raise invalid_parameter(
+                func, "samples", "a list of samples or a samples file", type(samples).__name__
+            )
         if not (_is_real(threshold) and 0 < threshold <= 1):
             raise invalid_parameter(func, "threshold", "a float in (0, 1]", threshold)
         if unit not in _UNITS:
@@ -226,7 +232,7 @@ class PathwayMonitor:
         record["monitor/seconds"] = time.perf_counter() - start
         for sink in self.sinks:
             sink.log(record, int(step))
-        self.history.append({"step": float(step), **record})
+        self.history.append({"step": int(step), **record})
         return record
 
     def _memorized(self) -> tuple[NDArray[np.bool_], dict[str, float]]:
