@@ -90,9 +90,13 @@ class PathwayMonitor:
 
     Examples
     --------
-    >>> monitor = PathwayMonitor([[5, 6, 7, 8]] * 4, sinks=[JSONLSink("monitor.jsonl")])  # doctest: +SKIP
-    >>> record = monitor.on_checkpoint(model, step=100)  # doctest: +SKIP
-    >>> record["distance/all"]  # doctest: +SKIP
+    >>> from transformers import OlmoeConfig, OlmoeForCausalLM
+    >>> config = OlmoeConfig(vocab_size=32, hidden_size=16, intermediate_size=8, num_hidden_layers=2,
+    ...                      num_attention_heads=2, num_experts=4, num_experts_per_tok=2, eos_token_id=2)
+    >>> monitor = PathwayMonitor([[5, 6, 7, 8], [9, 10, 11, 12], [5, 6, 9, 10]])
+    >>> record = monitor.on_checkpoint(OlmoeForCausalLM(config), step=100)
+    >>> record["memorized_fraction/all"], record["consistency_nan/all"]  # one checkpoint; 2 layers
+    (0.0, 3.0)
     """
 
     def __init__(
@@ -230,9 +234,9 @@ class PathwayMonitor:
         self._losses.append(np.asarray(result.loss, dtype=np.float64))
         record = self._metrics(result)
         record["monitor/seconds"] = time.perf_counter() - start
+        self.history.append({"step": int(step), **record})
         for sink in self.sinks:
             sink.log(record, int(step))
-        self.history.append({"step": int(step), **record})
         return record
 
     def _memorized(self) -> tuple[NDArray[np.bool_], dict[str, float]]:
