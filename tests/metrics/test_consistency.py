@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import math
 
@@ -54,6 +55,16 @@ def test_matches_loop_reference(seed, shared):
     np.testing.assert_allclose(pw.consistency(w, routers), want, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(m.adjacent_cosine, want_c.mean(axis=1), rtol=1e-10)
     assert m.n_undefined == int(np.isnan(want).sum())
+
+
+@pytest.mark.parametrize("chunk", [1, 13, 2**22])
+def test_chunks_do_not_change_the_result(monkeypatch, chunk):
+    module = importlib.import_module("pathwatch.metrics.consistency")
+
+    w, routers = make(4, n=25, shared=2.0)
+    want = reference(w, routers)[1]
+    monkeypatch.setattr(module, "_CHUNK_ELEMENTS", chunk)
+    np.testing.assert_allclose(pw.consistency(w, routers), want, rtol=1e-9, atol=1e-12)
 
 
 def test_float32_inputs_and_stacked_routers_agree():
@@ -130,7 +141,7 @@ def test_nan_when_max_cosine_is_not_positive():
         (
             np.full((2, 3, 5), 0.2),
             [np.ones((5, 7))] * 2,
-            "The 'router_weights' parameter of consistency must be 3 arrays of one shape (5, H)",
+            "The 'router_weights' parameter of consistency must be 3 numeric arrays of one shape (5, H)",
         ),
         (
             np.full((2, 3, 5), 0.2),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -44,6 +46,18 @@ def test_matches_reference(threshold, seed):
     p = pw.pathways(w, threshold)
     assert list(p) == reference_pathways(w.astype(np.float64), threshold)
     assert [p[i] for i in range(len(p))] == list(p)
+
+
+@pytest.mark.parametrize("chunk", [1, 70, 2**22])
+def test_chunks_do_not_change_the_result(monkeypatch, chunk):
+    module = importlib.import_module("pathwatch.metrics.pathways")
+
+    w = random_weights(np.random.default_rng(9), 23, 3, 8)
+    w[5, 1] = 0.0
+    w[5, 1, :4] = 0.25  # a wide layer in one chunk only
+    monkeypatch.setattr(module, "_CHUNK_ELEMENTS", chunk)
+    p = pw.pathways(w, 0.9)
+    assert list(p) == reference_pathways(w.astype(np.float64), 0.9)
 
 
 @settings(max_examples=60, deadline=None)

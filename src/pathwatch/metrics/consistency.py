@@ -21,6 +21,9 @@ from pathwatch.errors import InputError, invalid_parameter
 #: The stabilizer of the paper's formula.
 EPS = 1e-8
 
+# Mean weights converted to float64 at once (a chunk of samples; bounds the working memory).
+_CHUNK_ELEMENTS = 2**22
+
 
 @dataclass(frozen=True)
 class ConsistencyMetrics:
@@ -84,13 +87,36 @@ def _cosines(
 ) -> npt.NDArray[np.float64]:
     """:func:`layer_cosines`, with errors naming the public function ``func``."""
     w, routers = _validate(func, mean_weights, router_weights)
-    cross = np.einsum("leh,lfh->lef", routers[:-1], routers[1:])
-    gram = np.einsum("leh,lfh->lef", routers, routers)
-    dots = np.einsum("nle,lef,nlf->nl", w[:, :-1], cross, w[:, 1:], optimize=True)
-    squares = np.einsum("nle,lef,nlf->nl", w, gram, w, optimize=True)
-    norms = np.sqrt(np.maximum(squares, 0.0))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return dots / (norms[:, :-1] * norms[:, 1:])
+    n, n_layers, n_experts = w.shape
+    # Gram matrices one layer at a time: never more than two routers in float64.
+    cross = np.empty((n_layers - 1, n_experts, n_experts))
+    gram = np.empty((n_layers, n_experts, n_experts))
+    previous = None
+    for layer, router in enumerate(routers):
+        current = np.asarray(router, dtype=np.float64)
+        if not np.isfinite(current).all():
+            raise InputError(
+                f"The 'router_weights' parameter of {func} must be finite. "
+                f"Got NaN or inf values in layer {layer} instead."
+            )
+        gram[layer] = current @ current.T
+        if previous is not None:
+            cross[layer - 1] = previous @ current.T
+        previous = current
+    cosines = np.empty((n, n_layers - 1))
+    chunk = max(1, _CHUNK_ELEMENTS // (n_layers * n_experts))
+    for start in range(0, n, chunk):
+        x = w[start : start + chunk].astype(np.float64)
+        if not np.isfinite(x).all():
+            raise InputError(
+                f"The 'mean_weights' parameter of {func} must be finite. "
+                "Got NaN or inf values instead."
+            )
+        dots = np.einsum("nle,lef,nlf->nl", x[:, :-1], cross, x[:, 1:], optimize=True)
+        norms = np.sqrt(np.maximum(np.einsum("nle,lef,nlf->nl", x, gram, x, optimize=True), 0.0))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cosines[start : start + chunk] = dots / (norms[:, :-1] * norms[:, 1:])
+    return cosines
 
 
 def consistency_metrics(
@@ -217,36 +243,35 @@ def adjacent_cosine(
 
 def _validate(
     func: str, mean_weights: npt.ArrayLike, router_weights: Sequence[npt.ArrayLike] | npt.ArrayLike
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """Mean weights as (N, L, E) and router weights as (L, E, H), both float64, or InputError."""
-    try:
-        w = np.asarray(mean_weights, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
+) -> tuple[np.ndarray, list[npt.ArrayLike]]:
+    """Mean weights as a numeric (N, L, E) array and the L routers, shapes checked, or InputError."""
+    w = np.asarray(mean_weights)
+    if w.dtype.kind not in "buif":
         raise invalid_parameter(
-            func, "mean_weights", "a numeric array of shape (N, L, E)", type(mean_weights).__name__
-        ) from exc
+            func, "mean_weights", "a numeric array of shape (N, L, E)", f"dtype {w.dtype}"
+        )
     if w.ndim != 3 or 0 in w.shape[1:]:
         raise invalid_parameter(
             func, "mean_weights", "an array of shape (N, L, E), L, E >= 1", w.shape
         )
     _, n_layers, n_experts = w.shape
-    shapes = [np.shape(r) for r in router_weights]
-    if len(shapes) != n_layers or any(s != shapes[0] or len(s) != 2 for s in shapes):
+    expected = f"{n_layers} numeric arrays of one shape ({n_experts}, H), one per MoE layer"
+    try:
+        routers = list(router_weights)
+    except TypeError as exc:
         raise invalid_parameter(
-            func,
-            "router_weights",
-            f"{n_layers} arrays of one shape ({n_experts}, H), one per MoE layer of mean_weights",
-            shapes,
-        )
+            func, "router_weights", expected, type(router_weights).__name__
+        ) from exc
+    shapes = [np.shape(r) for r in routers]
+    if (
+        len(shapes) != n_layers
+        or any(s != shapes[0] or len(s) != 2 for s in shapes)
+        or any(np.asarray(r).dtype.kind not in "buif" for r in routers)
+    ):
+        raise invalid_parameter(func, "router_weights", expected, shapes)
     if shapes[0][0] != n_experts:
         raise InputError(
             f"The 'router_weights' parameter of {func} must have {n_experts} rows (experts) per "
             f"layer to match mean_weights {w.shape}. Got shape {shapes[0]} instead."
-        )
-    routers = np.stack([np.asarray(r, dtype=np.float64) for r in router_weights])
-    if not (np.isfinite(w).all() and np.isfinite(routers).all()):
-        raise InputError(
-            f"The 'mean_weights' and 'router_weights' parameters of {func} must be finite. "
-            "Got NaN or inf values instead."
         )
     return w, routers

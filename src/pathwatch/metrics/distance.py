@@ -115,7 +115,8 @@ def pairwise_distance_stats(
     Returns
     -------
     DistanceStats
-        ``mean`` is NaN (with ``n_pairs == 0``) when there are fewer than 2 pathways.
+        ``mean`` is NaN (with ``n_pairs == 0``) when there are fewer than 2 pathways; the interval
+        is NaN when a single pair is sampled.
 
     Examples
     --------
@@ -148,7 +149,7 @@ def pairwise_distance_stats(
     if max_pairs < 2:
         return DistanceStats(mean, np.nan, np.nan, max_pairs, n, False)
     fpc = np.sqrt((total - max_pairs) / (total - 1))
-    half = stats.t.ppf(0.975, max_pairs - 1) * d.std(ddof=1) / np.sqrt(max_pairs) * fpc
+    half = float(stats.t.ppf(0.975, max_pairs - 1) * d.std(ddof=1) / np.sqrt(max_pairs) * fpc)
     return DistanceStats(mean, mean - half, mean + half, max_pairs, n, False)
 
 
