@@ -112,6 +112,22 @@ def test_rise_start(accuracy, start):
     assert rise_start(np.arange(1, len(accuracy) + 1), accuracy) == start
 
 
+@settings(max_examples=200, deadline=None)
+@given(arrays(np.float64, st.integers(1, 15), elements=st.floats(0, 1)))
+def test_rise_start_is_the_last_floor_point_before_the_peak(acc):
+    steps = np.arange(acc.size) * 10
+    start = rise_start(steps, acc)
+    i, peak = start // 10, int(np.argmax(acc))
+    assert i <= peak
+    lowest = acc[: peak + 1].min()
+    band = lowest + 0.1 * (acc[peak] - lowest)
+    if acc[peak] > lowest:
+        assert acc[i] <= band
+        assert np.all(acc[i + 1 : peak + 1] > band)  # never back on the floor once it rose
+    else:
+        assert i == 0
+
+
 def test_rise_start_bad_input():
     with pytest.raises(InputError, match="'accuracy' parameter of rise_start must be finite"):
         rise_start([1, 2], [0.1, np.nan])
