@@ -117,11 +117,12 @@ def capture(
         progress=progress,
     )
     manifest = store.manifest
+    truncated = int(store.load_checkpoint(manifest.steps[0]).truncated.sum())
     typer.echo(
         f"Captured {len(manifest.checkpoints)} checkpoint(s) (steps {manifest.steps[0]}.."
         f"{manifest.steps[-1]}) x {manifest.samples.count} samples of a {manifest.model.family} "
         f"model ({len(manifest.model.moe_layers)} MoE layers, {manifest.model.n_experts} experts) "
-        f"into {store.path}."
+        f"into {store.path}; {truncated} sample(s) truncated to --max-length {max_length}."
     )
 
 

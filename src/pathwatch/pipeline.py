@@ -6,6 +6,7 @@ import hashlib
 import os
 import re
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,10 @@ if TYPE_CHECKING:
     from pathwatch.capture.samples import Sample
 
 _TRAILING_NUMBER = re.compile(r"(\d+)$")
+# capture()'s own truncation warning, replaced by one warning per capture_run
+_CAPTURE_TRUNCATION_WARNING = r"capture: \d+ of \d+ samples were cut to max_length"
+# files of which a saved tokenizer has at least one
+_TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", "tokenizer.model", "vocab.json")
 
 
 @dataclass(frozen=True)
@@ -156,12 +161,18 @@ def _tokenizer(checkpoints: list[_Checkpoint]) -> Any:
     from transformers import AutoTokenizer
 
     def load(path: Path) -> Any:
+        fix = "save the tokenizer with the checkpoint, or give the samples as 'input_ids'"
+        # transformers 5 builds an empty tokenizer for a directory without tokenizer files
+        if not any((path / name).is_file() for name in _TOKENIZER_FILES):
+            raise InputError(
+                f"Checkpoint {path}: cannot load its tokenizer (none of "
+                f"{', '.join(_TOKENIZER_FILES)} found); {fix}."
+            )
         try:
             return AutoTokenizer.from_pretrained(path)
         except (OSError, ValueError, TypeError) as exc:
             raise InputError(
-                f"Checkpoint {path}: cannot load its tokenizer ({type(exc).__name__}); save the "
-                "tokenizer with the checkpoint, or give the samples as 'input_ids'."
+                f"Checkpoint {path}: cannot load its tokenizer ({type(exc).__name__}); {fix}."
             ) from exc
 
     def fingerprint(tokenizer: Any) -> str:
@@ -301,7 +312,7 @@ def capture_run(
     _check_same_architecture(ckpts)
     tokenizer = _tokenizer(ckpts) if any(s.text is not None for s in samples) else None
     try:
-        encode_samples(
+        encoded = encode_samples(
             samples,
             tokenizer,
             max_length=max_length,
@@ -309,6 +320,13 @@ def capture_run(
         )
     except InputError as exc:
         raise InputError(f"{samples_file}: {exc}") from exc
+    if encoded.truncated.any():  # one warning here instead of one per unit from capture()
+        warnings.warn(
+            f"capture_run: {int(encoded.truncated.sum())} of {len(samples)} samples of "
+            f"{samples_file} are longer than max_length={max_length} tokens and are cut "
+            "(stored per sample as 'truncated').",
+            stacklevel=2,
+        )
 
     from pathwatch import __version__
 
@@ -331,7 +349,7 @@ def capture_run(
     except StoreError:  # absent or damaged: a previous capture stopped before writing it
         store.write_samples(_sample_table(samples))
     remove_temporaries(out)
-    _capture_missing(store, ckpts, samples, tokenizer, batch_size, max_length, progress)
+    _capture_missing(store, ckpts, samples, tokenizer, progress)
     return store
 
 
@@ -349,19 +367,45 @@ def _sample_table(samples: list[Sample]) -> Any:
     )
 
 
+def _capture_shard(
+    model: Any,
+    ckpt: _Checkpoint,
+    samples: list[Sample],
+    bounds: tuple[int, int],
+    tokenizer: Any,
+    settings: Settings,
+) -> CheckpointData:
+    """Capture samples ``[start, stop)`` with one checkpoint's model; errors name the checkpoint."""
+    from pathwatch.capture import capture
+
+    start, stop = bounds
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_CAPTURE_TRUNCATION_WARNING)
+            result = capture(
+                model,
+                samples[start:stop],
+                tokenizer,
+                batch_size=settings.batch_size,
+                max_length=settings.max_length,
+            )
+    except InputError as exc:  # e.g. NaN weights: say which checkpoint and samples
+        raise type(exc)(
+            f"Checkpoint {ckpt.path} (step {ckpt.step}), samples {start}..{stop - 1}: {exc}"
+        ) from exc
+    return CheckpointData(result.mean_weights, result.loss, result.n_tokens, result.truncated)
+
+
 def _capture_missing(
     store: RunStore,
     ckpts: list[_Checkpoint],
     samples: list[Sample],
     tokenizer: Any,
-    batch_size: int,
-    max_length: int,
     progress: bool,
 ) -> None:
     """Capture and write every unit that is absent or fails verification, and missing router weights."""
     from tqdm.auto import tqdm
 
-    from pathwatch.capture import capture
     from pathwatch.capture.families import find_routers
 
     missing = store.missing_units()
@@ -379,22 +423,12 @@ def _capture_missing(
             if not store.has_router_weights(ckpt.step):
                 store.write_router_weights(ckpt.step, find_routers(model).weights())
             for shard in shards:
-                start, stop = store.manifest.samples.shard_bounds(shard)
-                result = capture(
-                    model,
-                    samples[start:stop],
-                    tokenizer,
-                    batch_size=batch_size,
-                    max_length=max_length,
+                bounds = store.manifest.samples.shard_bounds(shard)
+                data = _capture_shard(
+                    model, ckpt, samples, bounds, tokenizer, store.manifest.settings
                 )
-                store.write_unit(
-                    ckpt.step,
-                    shard,
-                    CheckpointData(
-                        result.mean_weights, result.loss, result.n_tokens, result.truncated
-                    ),
-                )
-                done_samples += stop - start
+                store.write_unit(ckpt.step, shard, data)
+                done_samples += bounds[1] - bounds[0]
                 bar.update(1)
                 bar.set_postfix(
                     samples_per_s=f"{done_samples / (time.perf_counter() - started):.1f}"

@@ -1,86 +1,21 @@
-"""Tiny saved checkpoints (model + tokenizer) and sample files for the capture CLI tests, built once."""
+"""The session's tiny saved checkpoints for the capture CLI tests, built once."""
 
 from __future__ import annotations
 
-import json
-import sys
-from dataclasses import dataclass
-from pathlib import Path
-
 import pytest
 import torch
+from capture_fixtures import (
+    WORDS,
+    Checkpoints,
+    diverged,
+    sample_rows,
+    save_checkpoint,
+    save_model,
+    tiny_tokenizer,
+    write_jsonl,
+)
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tiny_models import VOCAB, build_tiny_dense_model, build_tiny_model
-
-SPECIALS = ["[PAD]", "[BOS]", "[EOS]", "[UNK]"]
-WORDS = [str(i) for i in range(100)] + ["+", "-", "=", "the", "cat", "sat", "on", "mat"]
-
-
-def tiny_tokenizer(words: list[str]):
-    """A whitespace WordLevel tokenizer over ``words`` (after 4 special tokens), as transformers sees it."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {token: i for i, token in enumerate(SPECIALS + words)}
-    if len(vocab) > VOCAB:
-        raise ValueError(
-            f"{len(vocab)} tokens do not fit the tiny models' {VOCAB}-token vocabulary"
-        )
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    backend.post_processor = processors.TemplateProcessing(
-        single="[BOS] $A", special_tokens=[("[BOS]", vocab["[BOS]"])]
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        pad_token="[PAD]",
-        unk_token="[UNK]",
-        bos_token="[BOS]",
-        eos_token="[EOS]",
-    )
-
-
-def save_checkpoint(path: Path, model, tokenizer) -> Path:
-    """``save_pretrained`` of a model and its tokenizer into ``path``."""
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
-@dataclass(frozen=True)
-class Checkpoints:
-    """Directories of tiny checkpoints and sample files shared by the tests of one session."""
-
-    series: list[
-        Path
-    ]  # 3 OLMoE checkpoints of one architecture and tokenizer (steps 100, 200, 300)
-    samples: Path  # 24 text samples in two domains
-    dense: Path  # a Llama (no router)
-    other_architecture: Path  # OLMoE with 4 experts instead of 8
-    other_tokenizer: Path  # same architecture, a reordered vocabulary
-    unnumbered: Path  # a valid checkpoint whose name has no trailing number
-
-
-def _sample_rows(n: int) -> list[dict]:
-    gen = torch.Generator().manual_seed(0)
-    rows = []
-    for i in range(n):
-        a, b = torch.randint(0, 50, (2,), generator=gen).tolist()
-        if i % 2:
-            rows.append({"id": f"m{i}", "domain": "math", "text": f"{a} + {b} = {a + b}"})
-        else:
-            rows.append(
-                {"id": f"t{i}", "domain": "text", "text": f"the cat sat on the mat {a} {b}"}
-            )
-    return rows
-
-
-def write_jsonl(path: Path, rows: list) -> Path:
-    """Write one JSON value per line (strings are written verbatim, to make malformed lines)."""
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
-    return path
+from tiny_models import build_tiny_dense_model, build_tiny_model
 
 
 @pytest.fixture(scope="session")
@@ -94,7 +29,7 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Checkpoints:
     ]
     return Checkpoints(
         series=series,
-        samples=write_jsonl(root / "samples.jsonl", _sample_rows(24)),
+        samples=write_jsonl(root / "samples.jsonl", sample_rows(24)),
         dense=save_checkpoint(root / "llama-step-100", build_tiny_dense_model(), tokenizer),
         other_architecture=save_checkpoint(
             root / "four-experts-step-400", build_tiny_model("olmoe", num_experts=4), tokenizer
@@ -103,4 +38,8 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Checkpoints:
             root / "retokenized-step-400", build_tiny_model("olmoe"), tiny_tokenizer(WORDS[::-1])
         ),
         unnumbered=save_checkpoint(root / "final", build_tiny_model("olmoe"), tokenizer),
+        untokenized=save_model(root / "step-500", build_tiny_model("olmoe")),
+        diverged=save_checkpoint(
+            root / "diverged-600", diverged(build_tiny_model("olmoe")), tokenizer
+        ),
     )

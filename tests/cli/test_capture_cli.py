@@ -8,12 +8,13 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import Checkpoints, write_jsonl
+from capture_fixtures import Checkpoints, write_jsonl
 
 from pathwatch.cli import main
 from pathwatch.errors import InputError
@@ -82,6 +83,7 @@ def test_capture_writes_a_complete_run(
     )
     assert code == 0
     assert "3 checkpoint(s) (steps 100..300) x 24 samples of a olmoe model" in stdout
+    assert "; 0 sample(s) truncated" in stdout
     store = RunStore(out)
     assert store.steps == (100, 200, 300) and store.n_shards == 5 and store.missing_units() == []
     data = store.load_checkpoint(200)
@@ -239,6 +241,17 @@ BAD_INPUTS: dict[str, tuple[BadCase, int, str]] = {
         2,
         r"--steps must be comma-separated non-negative integers",
     ),
+    "text samples, checkpoint without tokenizer": (
+        lambda ck, tmp: capture_args([ck.untokenized], ck.samples, tmp / "run"),
+        2,
+        r"Checkpoint .*step-500: cannot load its tokenizer .* give the samples as 'input_ids'",
+    ),
+    "NaN weights": (
+        lambda ck, tmp: capture_args([ck.diverged], ck.samples, tmp / "run", "--shard-size", "10"),
+        2,
+        r"Checkpoint .*diverged-600 \(step 600\), samples 0\.\.9: capture: 10 samples got a "
+        r"non-finite loss",
+    ),
     "out is a file": (
         lambda ck, tmp: capture_args(ck.series, ck.samples, ck.samples),
         2,
@@ -247,9 +260,8 @@ BAD_INPUTS: dict[str, tuple[BadCase, int, str]] = {
 }
 
 
-def _leftovers(tmp: Path) -> list[Path]:
-    """Anything a failed capture wrote (the run directory and temporary files)."""
-    return [p for p in tmp.rglob("*") if p.name == "run" or p.name.endswith(_io.TEMP_SUFFIX)]
+# found only while capturing, after the manifest was written (it then lists every unit as missing)
+CAUGHT_WHILE_CAPTURING = {"NaN weights"}
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
@@ -263,7 +275,13 @@ def test_bad_input_is_one_line_and_writes_nothing(
     assert error.startswith("pathwatch: error: ")
     assert __import__("re").search(message, error), error
     assert "PATHWATCH_DEBUG=1" in hint and stdout == ""
-    assert _leftovers(tmp_path) == []
+    assert [p for p in tmp_path.rglob("*") if p.name.endswith(_io.TEMP_SUFFIX)] == []
+    run = tmp_path / "run"
+    if case in CAUGHT_WHILE_CAPTURING:
+        assert list(run.glob("units/*/*")) == []
+        assert len(RunStore(run).missing_units()) == RunStore(run).n_shards
+    else:
+        assert not run.exists()
 
 
 def test_rerun_with_other_inputs_is_refused_and_leaves_the_run_intact(
@@ -359,3 +377,28 @@ def test_help_lists_every_option_without_importing_torch() -> None:
     ):
         assert option in result.stdout
     assert result.stdout.strip().endswith("False")
+
+
+def test_token_id_samples_need_no_tokenizer(
+    checkpoints: Checkpoints, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    rows = [{"input_ids": [1, 5 + i, 9, 4 + i], "domain": "ids"} for i in range(6)]
+    samples = write_jsonl(tmp_path / "ids.jsonl", rows)
+    args = capture_args(
+        [checkpoints.untokenized],
+        samples,
+        tmp_path / "run",
+        "--max-length",
+        "3",
+        "--shard-size",
+        "2",
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code, stdout, _ = run_cli(args, monkeypatch, capsys)
+    messages = [str(w.message) for w in caught]  # one warning for the run, not one per unit
+    assert len(messages) == 1 and messages[0].startswith("capture_run: 6 of 6 samples of ")
+    assert "longer than max_length=3 tokens" in messages[0]
+    assert code == 0 and "6 sample(s) truncated to --max-length 3" in stdout
+    data = RunStore(tmp_path / "run").load_checkpoint(500)
+    assert data.n_tokens.tolist() == [3] * 6 and data.truncated.all()
