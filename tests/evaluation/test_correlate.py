@@ -13,7 +13,7 @@ from hypothesis.extra.numpy import arrays
 from scipy import stats
 
 from pathwatch.errors import InputError
-from pathwatch.evaluation import correlate, correlation_table, moving_average, rise_start
+from pathwatch.evaluation import correlation_stats, correlation_table, moving_average, rise_start
 from pathwatch.evaluation.correlate import _rowwise_pearson
 
 COLUMNS = [
@@ -27,14 +27,14 @@ def test_point_estimates_and_p_values_are_scipys():
     rng = np.random.default_rng(0)
     x = rng.normal(size=12)
     y = x + rng.normal(size=12)
-    out = correlate(x, y, n_boot=200)
+    out = correlation_stats(x, y, n_boot=200)
     assert out["n"] == 12
     assert out["pearson_r"] == pytest.approx(stats.pearsonr(x, y).statistic)
     assert out["pearson_p"] == pytest.approx(stats.pearsonr(x, y).pvalue)
     assert out["spearman_rho"] == pytest.approx(stats.spearmanr(x, y).statistic)
     assert out["spearman_p"] == pytest.approx(stats.spearmanr(x, y).pvalue)
     assert out["pearson_ci_low"] <= out["pearson_r"] <= out["pearson_ci_high"]
-    assert correlate(x, y, n_boot=200) == out  # seeded
+    assert correlation_stats(x, y, n_boot=200) == out  # seeded
 
 
 @settings(max_examples=100, deadline=None)
@@ -66,7 +66,7 @@ def test_rowwise_pearson_matches_corrcoef(pair):
 def test_too_few_points_or_constant_series_give_nan_not_a_crash(x, y, n):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        out = correlate(x, y)
+        out = correlation_stats(x, y)
     assert out["n"] == n
     assert all(np.isnan(v) for k, v in out.items() if k != "n")
 
@@ -76,7 +76,7 @@ def test_interval_covers_the_true_correlation(seed):
     rho = 0.8
     rng = np.random.default_rng(seed)
     xy = rng.multivariate_normal([0, 0], [[1, rho], [rho, 1]], size=40)
-    out = correlate(xy[:, 0], xy[:, 1], rng=seed)
+    out = correlation_stats(xy[:, 0], xy[:, 1], rng=seed)
     assert out["pearson_ci_low"] < rho < out["pearson_ci_high"]
     # Spearman's population value for a bivariate normal
     rho_s = 6 / np.pi * np.arcsin(rho / 2)
@@ -89,7 +89,7 @@ def test_independent_series_mostly_cover_zero():
     covered = []
     for trial in range(40):
         x, y = rng.normal(size=(2, 15))
-        out = correlate(x, y, n_boot=1000, rng=trial)
+        out = correlation_stats(x, y, n_boot=1000, rng=trial)
         covered.append(out["pearson_ci_low"] < 0 < out["pearson_ci_high"])
     assert np.mean(covered) >= 0.8
 

@@ -8,7 +8,7 @@ from pathwatch.evaluation.accuracy import (
 )
 from pathwatch.evaluation.correlate import (
     NEEDS,
-    correlate,
+    correlation_stats,
     correlation_table,
     moving_average,
     rise_start,
@@ -18,7 +18,7 @@ __all__ = [
     "NEEDS",
     "AccuracyTables",
     "correctness_matrix",
-    "correlate",
+    "correlation_stats",
     "correlation_table",
     "generalization_table",
     "moving_average",

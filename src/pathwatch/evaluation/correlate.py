@@ -134,7 +134,7 @@ def _interval(samples: NDArray[np.float64], confidence: float) -> tuple[float, f
     return float(low), float(high)
 
 
-def correlate(
+def correlation_stats(
     x: ArrayLike,
     y: ArrayLike,
     *,
@@ -163,19 +163,19 @@ def correlate(
 
     Examples
     --------
-    >>> out = correlate([1, 2, 3, 4, 5], [2.0, 4.1, 5.9, 8.2, 9.9])
+    >>> out = correlation_stats([1, 2, 3, 4, 5], [2.0, 4.1, 5.9, 8.2, 9.9])
     >>> out["n"], round(out["pearson_r"], 3), round(out["spearman_rho"], 3)
     (5, 0.999, 1.0)
     """
     xa, ya = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if xa.ndim != 1 or xa.shape != ya.shape:
         raise invalid_parameter(
-            "correlate", "y", f"a 1-D array of the shape of x {xa.shape}", ya.shape
+            "correlation_stats", "y", f"a 1-D array of the shape of x {xa.shape}", ya.shape
         )
     if not (isinstance(n_boot, int | np.integer) and n_boot >= 1):
-        raise invalid_parameter("correlate", "n_boot", "a positive int", n_boot)
+        raise invalid_parameter("correlation_stats", "n_boot", "a positive int", n_boot)
     if not 0 < confidence < 1:
-        raise invalid_parameter("correlate", "confidence", "a float in (0, 1)", confidence)
+        raise invalid_parameter("correlation_stats", "confidence", "a float in (0, 1)", confidence)
     keep = np.isfinite(xa) & np.isfinite(ya)
     xa, ya = xa[keep], ya[keep]
     n = int(xa.size)
@@ -276,7 +276,7 @@ def correlation_table(
             values = part[metric].cast(pl.Float64).fill_null(np.nan).to_numpy()
             used = window & np.isfinite(values)
             rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(i, j)))
-            result = correlate(
+            result = correlation_stats(
                 values[window], acc[window], n_boot=n_boot, confidence=confidence, rng=rng
             )
             bounds = (int(steps[used][0]), int(steps[used][-1])) if used.any() else (None, None)
