@@ -1,0 +1,525 @@
+"""The report's figures: one function per figure, each returning a backend-neutral :class:`Chart`.
+
+A chart is data (traces, panels, marked steps), built once from the run's tables; :func:`render_png`
+draws it with matplotlib (Agg) for papers and slides and :func:`pathwatch.report.html.to_plotly`
+draws the same chart interactively, so the PNG and the HTML can never disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import matplotlib as mpl
+import numpy as np
+import polars as pl
+
+from pathwatch.report.summary import POOLED, RunTables, fmt, fmt_step
+
+STEP = "checkpoint step"
+METRICS: dict[str, str] = {
+    "distance": "pathway distance",
+    "consistency": "consistency",
+    "smoothness": "smoothness (1 − consistency)",
+    "adjacent_cosine": "mean adjacent-layer cosine",
+    "loss": "training loss (nats)",
+}
+
+
+@dataclass(frozen=True)
+class Trace:
+    """One series: a line, markers, a shaded band between ``y`` and ``y_high``, or a bar."""
+
+    x: np.ndarray
+    y: np.ndarray
+    name: str
+    kind: Literal["line", "markers", "band"] = "line"
+    color: str | None = None
+    right: bool = False  # drawn against the panel's right y axis
+    dash: bool = False
+    hollow: bool = False
+    y_high: np.ndarray | None = None
+    legend: bool = True  # listed in the legend
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One set of axes."""
+
+    title: str
+    xlabel: str
+    ylabel: str
+    traces: tuple[Trace, ...]
+    ylabel_right: str | None = None
+    note: str = ""  # a line printed inside the axes, e.g. the fit's MSE and R²
+
+
+@dataclass(frozen=True)
+class Chart:
+    """A figure: panels on a grid of ``ncols`` columns."""
+
+    key: str
+    title: str
+    panels: tuple[Panel, ...]
+    caption: str
+    ncols: int = 1
+    legend: bool = True
+
+
+def _colors(n: int, cmap: str = "viridis") -> list[str]:
+    """``n`` hex colors spread over a colormap."""
+    rgba = mpl.colormaps[cmap](np.linspace(0.0, 0.9, max(n, 1)))
+    return [mpl.colors.to_hex(c) for c in rgba[:n]]
+
+
+def _distance_label(tables: RunTables) -> str:
+    return f"pathway distance ({tables.unit} edits)"
+
+
+def _whole(tables: RunTables, domain: str, group: str = POOLED) -> pl.DataFrame:
+    """Whole-pathway rows (layer −1) of one domain and group, sorted by step."""
+    return tables.group_metrics.filter(domain=domain, group=group, layer=-1).sort("step")
+
+
+def _onset_of(group: str) -> int:
+    """The step of a ``train@<t*>`` / ``test@<t#>`` group name."""
+    return int(group.split("@", 1)[1])
+
+
+def memorization_chart(tables: RunTables, domain: str) -> Chart:
+    """Memorized-sample count over checkpoints with accuracy and cumulative generalized test items."""
+    steps = tables.steps
+    onsets = tables.onsets if domain == POOLED else tables.onsets.filter(domain=domain)
+    mem = onsets["mem_onset"].to_numpy()
+    count = ((mem[None, :] >= 0) & (mem[None, :] <= steps[:, None])).sum(axis=1)
+    traces = [Trace(steps, count, "memorized samples", color="#1f77b4")]
+    acc = tables.domain_accuracy(domain)
+    if acc is not None:
+        traces.append(
+            Trace(
+                acc["step"].to_numpy(),
+                acc["accuracy"].to_numpy(),
+                "test accuracy",
+                color="#d62728",
+                right=True,
+            )
+        )
+    if tables.test_onsets is not None:
+        items = tables.test_onsets if domain == POOLED else tables.test_onsets.filter(domain=domain)
+        if items.height:
+            gen = items["gen_onset"].to_numpy()
+            frac = ((gen[None, :] >= 0) & (gen[None, :] <= steps[:, None])).mean(axis=1)
+            traces.append(
+                Trace(
+                    steps,
+                    frac,
+                    "test items generalized (cumulative)",
+                    color="#ff7f0e",
+                    right=True,
+                    dash=True,
+                )
+            )
+    eps = tables.epsilon.filter(domain=domain)
+    title = f"{domain}: memorization and accuracy"
+    if eps.height:
+        title += f" (ε = {fmt(eps['epsilon'][0], 3)})"
+    return Chart(
+        "memorization",
+        title,
+        (
+            Panel(
+                title,
+                STEP,
+                f"memorized samples (of {onsets.height})",
+                tuple(traces),
+                ylabel_right="fraction" if len(traces) > 1 else None,
+            ),
+        ),
+        caption="Samples memorized by each checkpoint (loss ≤ ε and within δ of its final value "
+        "from then on); on the right axis, per-checkpoint test accuracy and the fraction of test "
+        "items that have reached their generalization onset.",
+    )
+
+
+def pairs_chart(tables: RunTables, domain: str) -> Chart | None:
+    """Matched train/test groups: train-group loss and accuracy on one step axis, delays marked."""
+    if tables.matches is None:
+        return None
+    matches = tables.matches.filter(domain=domain).sort("mem_onset")
+    if matches.is_empty():
+        return None
+    acc = tables.domain_accuracy(domain)
+    top, bottom = [], []
+    if acc is not None:
+        top.append(
+            Trace(
+                acc["step"].to_numpy(),
+                acc["accuracy"].to_numpy(),
+                f"{domain} test accuracy",
+                color="#000000",
+                right=True,
+                dash=True,
+            )
+        )
+    for m, color in zip(matches.iter_rows(named=True), _colors(matches.height), strict=True):
+        pair = f"{m['train_group']} → {m['test_group']}"
+        rows = _whole(tables, domain, m["train_group"])
+        s, loss = rows["step"].to_numpy(), rows["loss"].to_numpy()
+        top.append(Trace(s, loss, f"loss of {m['train_group']}", color=color))
+        at = s == m["mem_onset"]
+        top.append(
+            Trace(
+                s[at],
+                loss[at],
+                f"{m['train_group']} memorized (t*)",
+                kind="markers",
+                color=color,
+                legend=False,
+            )
+        )
+        if acc is not None:
+            hit = acc.filter(step=m["gen_onset"])
+            top.append(
+                Trace(
+                    hit["step"].to_numpy(),
+                    hit["accuracy"].to_numpy(),
+                    f"{m['test_group']} generalized (t#)",
+                    kind="markers",
+                    color=color,
+                    right=True,
+                    hollow=True,
+                    legend=False,
+                )
+            )
+        bottom.append(
+            Trace(
+                np.array([m["mem_onset"], m["gen_onset"]]),
+                np.array([m["delay"], m["delay"]]),
+                f"{pair}: delay {fmt_step(m['delay'])}, similarity {fmt(m['similarity'])}",
+                color=color,
+            )
+        )
+    title = f"{domain}: matched train/test groups"
+    return Chart(
+        "pairs",
+        title,
+        (
+            Panel(
+                f"{domain}: train-group loss and test accuracy",
+                STEP,
+                "training loss (nats)",
+                tuple(top),
+                ylabel_right="test accuracy" if acc is not None else None,
+            ),
+            Panel(
+                f"{domain}: local grokking delays (t* → t#)",
+                STEP,
+                "grokking delay t# − t* (steps)",
+                tuple(bottom),
+            ),
+        ),
+        caption="Top: mean training loss of each matched train group (filled dot: its memorization "
+        "onset t*) and the domain's test accuracy (right axis; hollow dot: the matched test "
+        "group's generalization onset t#). Bottom: each pair as a bar from t* to t#, at the height "
+        "of its delay t# − t*.",
+    )
+
+
+def group_distance_chart(tables: RunTables, domain: str) -> Chart:
+    """Pathway distance over checkpoints per memorization group, the memorization step marked."""
+    rows = tables.group_metrics.filter(domain=domain, layer=-1).drop_nulls("distance")
+    groups = sorted((g for g in rows["group"].unique().to_list() if g != POOLED), key=_onset_of)
+    traces = []
+    pooled = rows.filter(group=POOLED).sort("step")
+    if pooled.height:
+        s = pooled["step"].to_numpy()
+        low, high = pooled["distance_ci_low"].to_numpy(), pooled["distance_ci_high"].to_numpy()
+        if np.any(high > low):
+            traces.append(Trace(s, low, "95% CI", kind="band", color="#7f7f7f", y_high=high))
+        traces.append(Trace(s, pooled["distance"].to_numpy(), "all samples", color="#000000"))
+    for group, color in zip(groups, _colors(len(groups)), strict=True):
+        g = rows.filter(group=group).sort("step")
+        s, d = g["step"].to_numpy(), g["distance"].to_numpy()
+        traces.append(Trace(s, d, group, color=color))
+        at = s == _onset_of(group)
+        if at.any():
+            traces.append(
+                Trace(s[at], d[at], f"{group} memorized", kind="markers", color=color, legend=False)
+            )
+    return Chart(
+        "group_distance",
+        f"{domain}: pathway distance per memorization group",
+        (
+            Panel(
+                f"{domain}: pathway distance per memorization group (dot: t*)",
+                STEP,
+                _distance_label(tables),
+                tuple(traces),
+            ),
+        ),
+        caption="Mean pairwise pathway distance within each memorization group train@t* (samples "
+        "memorized from step t*), the dot marking t*; black: all samples of the domain.",
+    )
+
+
+def layer_distance_chart(tables: RunTables, domain: str) -> Chart:
+    """Pathway distance over checkpoints per MoE layer (all samples of the domain)."""
+    rows = tables.group_metrics.filter(
+        (pl.col("domain") == domain) & (pl.col("group") == POOLED) & (pl.col("layer") >= 0)
+    ).drop_nulls("distance")
+    layers = sorted(rows["layer"].unique().to_list())
+    traces = tuple(
+        Trace(g["step"].to_numpy(), g["distance"].to_numpy(), f"layer {layer}", color=color)
+        for layer, color in zip(layers, _colors(len(layers), "plasma"), strict=True)
+        for g in [rows.filter(layer=layer).sort("step")]
+    )
+    title = f"{domain}: pathway distance per MoE layer"
+    return Chart(
+        "layer_distance",
+        title,
+        (Panel(title, STEP, _distance_label(tables), traces),),
+        caption="Mean pairwise distance of the per-layer expert lists, by MoE layer index.",
+    )
+
+
+def consistency_chart(tables: RunTables, domain: str) -> Chart:
+    """Consistency, smoothness and raw mean adjacent-layer cosine over checkpoints."""
+    rows = _whole(tables, domain)
+    s = rows["step"].to_numpy()
+    colors = {"consistency": "#2ca02c", "smoothness": "#9467bd", "adjacent_cosine": "#8c564b"}
+    traces = tuple(
+        Trace(s, rows[col].to_numpy(), METRICS[col], color=color) for col, color in colors.items()
+    )
+    n_nan = int(rows["consistency_nan"].sum())
+    title = f"{domain}: pathway consistency"
+    return Chart(
+        "consistency",
+        title,
+        (
+            Panel(
+                title,
+                STEP,
+                "value (unitless)",
+                traces,
+                note=f"NaN consistency: {n_nan} sample-checkpoints",
+            ),
+        ),
+        caption="Group means of consistency C, smoothness 1 − C and the raw mean cosine of "
+        "adjacent-layer expert embeddings (C can rise because the cosines fall). NaN samples "
+        "(fewer than 3 MoE layers, or no positive cosine) are left out of the means and counted.",
+    )
+
+
+def _window(tables: RunTables, domain: str, metric: str) -> tuple[float, float] | None:
+    """The correlation window (first, last step) of a metric, else of the domain, else ``None``."""
+    if tables.correlations is None:
+        return None
+    rows = tables.correlations.filter(domain=domain)
+    own = rows.filter(metric=metric)
+    rows = own if own.height else rows
+    if rows.is_empty():
+        return None
+    return float(rows["first_step"].min()), float(rows["last_step"].max())
+
+
+def linear_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float]:
+    """Least-squares line y ≈ a·x + b: returns (a, b, MSE, R²) over the finite points."""
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    if len(x) < 2 or np.ptp(x) == 0:
+        return (np.nan, np.nan, np.nan, np.nan)
+    a, b = np.polyfit(x, y, 1)
+    resid = y - (a * x + b)
+    mse = float(np.mean(resid**2))
+    var = float(np.var(y))
+    return float(a), float(b), mse, (1.0 - mse / var) if var > 0 else np.nan
+
+
+def metric_accuracy_chart(tables: RunTables, domain: str) -> Chart | None:
+    """Each metric against accuracy across checkpoints: scatter, linear fit, MSE and R²."""
+    acc = tables.domain_accuracy(domain)
+    if acc is None:
+        return None
+    joined = _whole(tables, domain).join(acc, on="step", how="inner")
+    if joined.height < 2:
+        return None
+    labels = METRICS | {"distance": _distance_label(tables)}
+    panels = []
+    for metric, label in labels.items():
+        x, y, s = (joined[c].to_numpy().astype(float) for c in (metric, "accuracy", "step"))
+        window = _window(tables, domain, metric)
+        inside = (s >= window[0]) & (s <= window[1]) if window else np.ones(len(s), bool)
+        a, b, mse, r2 = linear_fit(x[inside], y[inside])
+        traces = [
+            Trace(
+                x[inside],
+                y[inside],
+                "checkpoints in the correlation window",
+                kind="markers",
+                color="#1f77b4",
+            )
+        ]
+        if (~inside).any():
+            traces.append(
+                Trace(
+                    x[~inside],
+                    y[~inside],
+                    "other checkpoints",
+                    kind="markers",
+                    color="#7f7f7f",
+                    hollow=True,
+                )
+            )
+        if np.isfinite(a):
+            xs = np.array([np.nanmin(x[inside]), np.nanmax(x[inside])])
+            traces.append(Trace(xs, a * xs + b, "linear fit", color="#d62728"))
+        panels.append(
+            Panel(
+                METRICS[metric] if metric != "distance" else "pathway distance",
+                label,
+                "test accuracy",
+                tuple(traces),
+                note=f"MSE {fmt(mse, 4)}, R² {fmt(r2)}",
+            )
+        )
+    span = f"steps {fmt_step(s[inside].min())}–{fmt_step(s[inside].max())}" if inside.any() else ""
+    return Chart(
+        "metric_accuracy",
+        f"{domain}: metrics against test accuracy",
+        tuple(panels),
+        caption=f"One point per checkpoint; the line is a least-squares fit over the checkpoints "
+        f"of the correlation window ({span}), with its mean squared error and R².",
+        ncols=3,
+        legend=False,
+    )
+
+
+CHARTS: tuple[Callable[[RunTables, str], Chart | None], ...] = (
+    memorization_chart,
+    pairs_chart,
+    group_distance_chart,
+    layer_distance_chart,
+    consistency_chart,
+    metric_accuracy_chart,
+)
+"""Every figure of a domain's section, in the order the report shows them."""
+
+
+def domain_charts(tables: RunTables, domain: str) -> list[Chart]:
+    """The charts of one domain that its tables support."""
+    return [c for make in CHARTS if (c := make(tables, domain)) is not None]
+
+
+# ------------------------------------------------------------------------------------- matplotlib
+
+
+def render_png(chart: Chart, path: Path, *, dpi: int = 110) -> Path:
+    """Draw a chart with matplotlib (Agg) into a PNG file.
+
+    Parameters
+    ----------
+    chart : Chart
+        From one of the chart functions.
+    path : Path
+        The PNG to write.
+    dpi : int, optional
+        Resolution.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    from matplotlib.figure import Figure  # Figure() needs no pyplot state and uses Agg to save
+
+    ncols = chart.ncols
+    nrows = -(-len(chart.panels) // ncols)
+    twin = any(t.right for p in chart.panels for t in p.traces)
+    # a fixed layout in inches: constrained layout would draw every figure twice
+    w, h, left, bottom = 3.8, 2.6, 0.75, 0.6
+    gap_x, gap_y = 0.85 + (0.6 if twin else 0.0), 0.9
+    top = 0.45 + (0.35 if len(chart.panels) > 1 else 0.0)
+    right = (0.6 if twin else 0.2) + (3.0 if chart.legend else 0.0)
+    width = left + ncols * w + (ncols - 1) * gap_x + right
+    height = bottom + nrows * h + (nrows - 1) * gap_y + top
+    fig = Figure(figsize=(width, height))
+    fig.subplots_adjust(
+        left=left / width,
+        right=1 - right / width,
+        bottom=bottom / height,
+        top=1 - top / height,
+        wspace=gap_x / w,
+        hspace=gap_y / h,
+    )
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, panel in zip(axes, chart.panels, strict=False):
+        _draw_panel(ax, panel, legend=chart.legend)
+    for ax in axes[len(chart.panels) :]:
+        ax.set_visible(False)
+    if len(chart.panels) > 1:
+        fig.suptitle(chart.title, fontsize=12)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    return path
+
+
+def _draw_panel(ax, panel: Panel, *, legend: bool) -> None:
+    right = ax.twinx() if any(t.right for t in panel.traces) else None
+    for t in panel.traces:
+        target = right if t.right else ax
+        label = t.name if t.legend else "_nolegend_"
+        if t.kind == "band":
+            target.fill_between(t.x, t.y, t.y_high, color=t.color, alpha=0.2, lw=0, label=label)
+        elif t.kind == "markers":
+            target.scatter(
+                t.x,
+                t.y,
+                s=28,
+                label=label,
+                zorder=3,
+                facecolors="none" if t.hollow else t.color,
+                edgecolors=t.color,
+            )
+        else:
+            target.plot(
+                t.x,
+                t.y,
+                color=t.color,
+                ls="--" if t.dash else "-",
+                lw=1.6,
+                label=label,
+                marker="." if 2 < len(t.x) <= 40 else None,
+                ms=4,
+            )
+    ax.set_title(panel.title, fontsize=10, y=1.0, pad=6)  # a fixed y skips auto-placement
+    ax.set_xlabel(panel.xlabel)
+    ax.set_ylabel(panel.ylabel)
+    ax.grid(alpha=0.3)
+    if right is not None:
+        right.set_ylabel(panel.ylabel_right or "")
+    if panel.note:
+        ax.text(
+            0.02,
+            0.02,
+            panel.note,
+            transform=ax.transAxes,
+            fontsize=8,
+            bbox={"facecolor": "white", "alpha": 0.8, "lw": 0},
+        )
+    if legend:
+        handles, labels = ax.get_legend_handles_labels()
+        if right is not None:
+            h2, l2 = right.get_legend_handles_labels()
+            handles, labels = handles + h2, labels + l2
+        if handles:
+            (right or ax).legend(
+                handles,
+                labels,
+                fontsize=7,
+                loc="upper left",
+                bbox_to_anchor=(1.2 if right else 1.02, 1),
+                frameon=False,
+                ncols=1 if len(handles) <= 16 else 2,
+            )

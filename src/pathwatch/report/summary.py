@@ -1,0 +1,453 @@
+"""Read a run's analysis tables and say, in sentences computed from them, what the run shows.
+
+:func:`load_tables` validates the run directory against the table schemas of docs/architecture.md;
+:func:`summarize` turns the tables into findings. Every number in a finding is read or computed from
+the tables; nothing is asserted that the data do not show.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from pathwatch.errors import InputError
+
+POOLED = "all"
+"""The ``domain`` (and ``group``) value of the pooled rows."""
+
+# table name -> columns the report reads (the contract's key and value columns)
+REQUIRED: dict[str, tuple[str, ...]] = {
+    "sample_metrics": ("sample_index", "domain", "step", "consistency"),
+    "onsets": ("sample_index", "domain", "mem_onset", "epsilon"),
+    "epsilon": ("domain", "epsilon", "memorized_fraction"),
+    "group_metrics": (
+        "domain",
+        "group",
+        "step",
+        "layer",
+        "unit",
+        "distance",
+        "distance_ci_low",
+        "distance_ci_high",
+        "n_samples",
+        "n_pairs",
+        "consistency",
+        "smoothness",
+        "adjacent_cosine",
+        "consistency_nan",
+        "loss",
+        "memorized_fraction",
+    ),
+}
+OPTIONAL: dict[str, tuple[str, ...]] = {
+    "accuracy": ("step", "domain", "accuracy", "n_items"),
+    "test_onsets": ("item_id", "domain", "gen_onset"),
+    "matches": (
+        "domain",
+        "train_group",
+        "test_group",
+        "mem_onset",
+        "gen_onset",
+        "delay",
+        "similarity",
+    ),
+    "correlations": (
+        "domain",
+        "metric",
+        "needs",
+        "n",
+        "first_step",
+        "last_step",
+        "pearson_r",
+        "pearson_p",
+        "pearson_ci_low",
+        "pearson_ci_high",
+        "spearman_rho",
+        "spearman_p",
+        "spearman_ci_low",
+        "spearman_ci_high",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class RunTables:
+    """The analysis tables of one run; optional tables are ``None`` when the run has none."""
+
+    run_dir: Path
+    manifest: dict
+    sample_metrics: pl.DataFrame
+    onsets: pl.DataFrame
+    epsilon: pl.DataFrame
+    group_metrics: pl.DataFrame
+    accuracy: pl.DataFrame | None = None
+    test_onsets: pl.DataFrame | None = None
+    matches: pl.DataFrame | None = None
+    correlations: pl.DataFrame | None = None
+
+    @property
+    def domains(self) -> list[str]:
+        """The pooled domain first, then the others sorted."""
+        found = set(self.group_metrics["domain"].unique().to_list())
+        return [POOLED, *sorted(found - {POOLED})]
+
+    @property
+    def steps(self) -> np.ndarray:
+        """Checkpoint steps, ascending, of shape (T,)."""
+        return np.sort(self.group_metrics["step"].unique().to_numpy())
+
+    @property
+    def unit(self) -> str:
+        """The pathway-distance unit (``"char"`` or ``"expert"``)."""
+        units = self.group_metrics["unit"].unique().to_list()
+        return str(units[0]) if len(units) == 1 else "/".join(sorted(map(str, units)))
+
+    def domain_accuracy(self, domain: str) -> pl.DataFrame | None:
+        """Per-checkpoint accuracy (``step``, ``accuracy``) of a domain, or ``None``.
+
+        The pooled domain uses its own rows when the table has them, else the ``n_items``-weighted
+        mean over domains.
+        """
+        if self.accuracy is None:
+            return None
+        rows = self.accuracy.filter(pl.col("domain") == domain)
+        if rows.is_empty() and domain == POOLED:
+            rows = self.accuracy.group_by("step").agg(
+                ((pl.col("accuracy") * pl.col("n_items")).sum() / pl.col("n_items").sum()).alias(
+                    "accuracy"
+                )
+            )
+        if rows.is_empty():
+            return None
+        return rows.select("step", "accuracy").sort("step")
+
+
+def _fix(run_dir: Path) -> str:
+    return f"run `pathwatch analyze {run_dir}` first"
+
+
+def _read_table(run_dir: Path, name: str, columns: tuple[str, ...]) -> pl.DataFrame:
+    path = run_dir / "tables" / f"{name}.parquet"
+    try:
+        schema = pl.read_parquet_schema(path)
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        raise InputError(
+            f"{path}: cannot read the analysis table ({type(exc).__name__}); {_fix(run_dir)}."
+        ) from exc
+    missing = [c for c in columns if c not in schema]
+    if missing:
+        raise InputError(
+            f"{path}: missing column(s) {', '.join(missing)}; the table is from another version, "
+            f"{_fix(run_dir)} again."
+        )
+    return pl.read_parquet(path, columns=list(columns))
+
+
+def load_tables(run_dir: str | Path) -> RunTables:
+    """Read and validate the manifest and analysis tables of a run directory.
+
+    Parameters
+    ----------
+    run_dir : str or Path
+        A run directory written by ``pathwatch capture`` and ``pathwatch analyze``.
+
+    Returns
+    -------
+    RunTables
+        The tables; ``accuracy``, ``test_onsets``, ``matches`` and ``correlations`` are ``None`` when
+        the run was analysed without an accuracy file.
+
+    Raises
+    ------
+    InputError
+        The directory, its manifest or a required table is missing or unreadable.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise InputError(
+            f"{run_dir}: not a run directory; pass the directory written by `pathwatch capture`."
+        )
+    manifest_path = run_dir / "manifest.json"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except FileNotFoundError as exc:
+        raise InputError(
+            f"{manifest_path}: no manifest; pass a run directory written by `pathwatch capture`."
+        ) from exc
+    except (OSError, ValueError) as exc:
+        raise InputError(
+            f"{manifest_path}: unreadable manifest ({exc}); re-run `pathwatch capture`."
+        ) from exc
+    if not isinstance(manifest, dict):
+        raise InputError(f"{manifest_path}: the manifest must be a JSON object; re-run capture.")
+    required = {name: _read_table(run_dir, name, cols) for name, cols in REQUIRED.items()}
+    optional = {
+        name: _read_table(run_dir, name, cols)
+        if (run_dir / "tables" / f"{name}.parquet").exists()
+        # a table the analysis did not write
+        else None
+        for name, cols in OPTIONAL.items()
+    }
+    if required["group_metrics"].is_empty():
+        raise InputError(
+            f"{run_dir / 'tables' / 'group_metrics.parquet'}: the table is empty; {_fix(run_dir)}."
+        )
+    return RunTables(run_dir=run_dir, manifest=manifest, **required, **optional)
+
+
+# ---------------------------------------------------------------------------------------- findings
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One sentence of the summary and the numbers it states."""
+
+    topic: str
+    text: str
+    values: dict = field(default_factory=dict)
+
+
+def fmt(x: float, digits: int = 2, *, sign: bool = False) -> str:
+    """A number as the report prints it (``"nan"`` for missing)."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "nan"
+    return f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}"
+
+
+def fmt_p(p: float) -> str:
+    """A p-value as the report prints it: two significant digits."""
+    return "nan" if p is None or math.isnan(p) else f"{p:.2g}"
+
+
+def fmt_step(x: float) -> str:
+    """A checkpoint step as the report prints it."""
+    return f"{int(x):,}"
+
+
+def _run_finding(t: RunTables) -> Finding:
+    steps = t.steps
+    domains = t.domains[1:]
+    n_samples = t.onsets.height
+    model = t.manifest.get("model", {}) if isinstance(t.manifest.get("model"), dict) else {}
+    family = model.get("family") or model.get("model_type")
+    of_model = f" of a {family} model" if family else ""
+    text = (
+        f"{n_samples:,} training samples in {len(domains)} domain(s) ({', '.join(domains)}), "
+        f"{len(steps)} checkpoints{of_model} from step {fmt_step(steps[0])} to "
+        f"{fmt_step(steps[-1])}; pathway distance in {t.unit} edits."
+    )
+    return Finding(
+        "run", text, {"n_samples": n_samples, "n_checkpoints": len(steps), "domains": domains}
+    )
+
+
+def _memorization_findings(t: RunTables) -> list[Finding]:
+    out = []
+    for row in t.epsilon.sort("domain").iter_rows(named=True):
+        sel = t.onsets if row["domain"] == POOLED else t.onsets.filter(domain=row["domain"])
+        n_mem = int((sel["mem_onset"] >= 0).sum())
+        out.append(
+            Finding(
+                "memorization",
+                f"{row['domain']}: ε = {fmt(row['epsilon'], 3)} memorizes "
+                f"{fmt(100 * row['memorized_fraction'], 1)}% of samples before the last "
+                f"checkpoint ({n_mem} of {sel.height} have an onset).",
+                {
+                    "domain": row["domain"],
+                    "epsilon": row["epsilon"],
+                    "memorized_fraction": row["memorized_fraction"],
+                    "n_memorized": n_mem,
+                },
+            )
+        )
+    return out
+
+
+def _distance_finding(t: RunTables) -> Finding | None:
+    rows = (
+        t.group_metrics.filter(domain=POOLED, group=POOLED, layer=-1)
+        .drop_nulls("distance")
+        .filter(pl.col("distance").is_not_nan())
+        .sort("step")
+    )
+    if rows.is_empty():
+        return None
+    d, s = rows["distance"].to_numpy(), rows["step"].to_numpy()
+    peak = int(np.argmax(d))
+    text = (
+        f"Pooled pathway distance is {fmt(d[0], 1)} at step {fmt_step(s[0])}, peaks at "
+        f"{fmt(d[peak], 1)} at step {fmt_step(s[peak])} and ends at {fmt(d[-1], 1)} at step "
+        f"{fmt_step(s[-1])}"
+    )
+    text += " — it rises and then falls." if 0 < peak < len(d) - 1 and d[-1] < d[peak] else "."
+    return Finding(
+        "distance", text, {"first": d[0], "peak": d[peak], "peak_step": s[peak], "last": d[-1]}
+    )
+
+
+def _consistency_finding(t: RunTables) -> Finding:
+    c = t.sample_metrics["consistency"]
+    n_nan = int(c.is_null().sum() + c.is_nan().sum())
+    text = (
+        f"Consistency is undefined (NaN: fewer than 3 MoE layers or no positive adjacent-layer "
+        f"cosine) for {n_nan:,} of {c.len():,} sample-checkpoints ({fmt(100 * n_nan / c.len(), 1)}%)."
+        if n_nan
+        else f"Consistency is defined for all {c.len():,} sample-checkpoints (no NaN)."
+    )
+    return Finding("consistency", text, {"n_nan": n_nan, "n": c.len()})
+
+
+def _generalization_findings(t: RunTables) -> list[Finding]:
+    out = []
+    for domain in t.domains:
+        acc = t.domain_accuracy(domain)
+        if acc is None:
+            continue
+        a, s = acc["accuracy"].to_numpy(), acc["step"].to_numpy()
+        text = (
+            f"{domain}: accuracy {fmt(a[0])} at step {fmt_step(s[0])} → {fmt(a[-1])} at step "
+            f"{fmt_step(s[-1])} (max {fmt(a.max())})"
+        )
+        values = {"domain": domain, "first": a[0], "last": a[-1], "max": a.max()}
+        if t.test_onsets is not None:
+            items = t.test_onsets if domain == POOLED else t.test_onsets.filter(domain=domain)
+            n_gen = int((items["gen_onset"] >= 0).sum())
+            if items.height:
+                text += f"; {n_gen} of {items.height} test items reach a generalization onset"
+                values |= {"n_generalized": n_gen, "n_items": items.height}
+        out.append(Finding("generalization", text + ".", values))
+    if t.test_onsets is not None:
+        counts = (
+            t.test_onsets.filter(pl.col("domain") != POOLED)
+            .group_by("domain")
+            .agg((pl.col("gen_onset") >= 0).sum().alias("n"))
+            .sort("domain")
+        )
+        yes = counts.filter(pl.col("n") > 0)["domain"].to_list()
+        no = counts.filter(pl.col("n") == 0)["domain"].to_list()
+        text = f"Generalized (test items reach a generalization onset): {', '.join(yes) or 'none'}"
+        text += f"; did not: {', '.join(no)}." if no else "."
+        out.append(Finding("generalization", text, {"generalized": yes, "not_generalized": no}))
+    return out
+
+
+def _delay_findings(t: RunTables) -> list[Finding]:
+    if t.matches is None:
+        return []
+    out = []
+    for (domain,), rows in t.matches.sort("domain", "mem_onset").group_by(
+        "domain", maintain_order=True
+    ):
+        delay = rows["delay"].to_numpy()
+        span = (
+            f"{fmt_step(delay.min())} steps"
+            if delay.min() == delay.max()
+            else f"{fmt_step(delay.min())}–{fmt_step(delay.max())} steps "
+            f"(median {fmt_step(np.median(delay))})"
+        )
+        text = f"{domain}: {rows.height} matched train/test group pair(s), grokking delay {span}"
+        if rows.height >= 3 and np.ptp(delay) > 0 and np.ptp(rows["mem_onset"].to_numpy()) > 0:
+            rho = float(
+                pl.DataFrame(rows).select(pl.corr("mem_onset", "delay", method="spearman")).item()
+            )
+            text += f"; Spearman ρ(memorization step, delay) = {fmt(rho, sign=True)}"
+        out.append(
+            Finding(
+                "delay",
+                text + ".",
+                {"domain": domain, "n_pairs": rows.height, "min": delay.min(), "max": delay.max()},
+            )
+        )
+    return out
+
+
+def correlation_text(row: dict) -> str:
+    """``"Pearson r = -0.95 (95% CI [-0.99, -0.80], p = 0.0031, n = 6)"``."""
+    return (
+        f"Pearson r = {fmt(row['pearson_r'], sign=True)} (95% CI "
+        f"[{fmt(row['pearson_ci_low'], sign=True)}, {fmt(row['pearson_ci_high'], sign=True)}], "
+        f"p = {fmt_p(row['pearson_p'])}, n = {row['n']})"
+    )
+
+
+def _correlation_findings(t: RunTables) -> list[Finding]:
+    if t.correlations is None:
+        return []
+    out = []
+    rows = t.correlations.filter(
+        pl.col("pearson_r").is_not_null() & pl.col("pearson_r").is_not_nan()
+    )
+    for domain in [d for d in t.domains if d in set(rows["domain"].to_list())]:
+        sel = rows.filter(domain=domain).with_columns(pl.col("pearson_r").abs().alias("_abs"))
+        for needs in sorted(set(sel["needs"].to_list())):
+            best = sel.filter(needs=needs).sort("_abs", descending=True).row(0, named=True)
+            text = (
+                f"{domain}, from {needs} only: {best['metric']} tracks accuracy best, "
+                f"{correlation_text(best)} over steps {fmt_step(best['first_step'])}–"
+                f"{fmt_step(best['last_step'])}"
+            )
+            if best["pearson_ci_low"] <= 0 <= best["pearson_ci_high"]:
+                text += "; its CI includes 0"
+            out.append(
+                Finding(
+                    "correlation",
+                    text + ".",
+                    {"domain": domain, "needs": needs} | {k: best[k] for k in best if k != "_abs"},
+                )
+            )
+    return out
+
+
+def _missing_findings(t: RunTables) -> list[Finding]:
+    fix = f"pass `--accuracy FILE` to `pathwatch analyze {t.run_dir}`"
+    if t.accuracy is None:
+        return [
+            Finding(
+                "missing",
+                "No accuracy table: the run has no ground truth, so there are no accuracy curves, "
+                f"generalization onsets, matched groups or correlations ({fix}).",
+            )
+        ]
+    lacking = [
+        label
+        for label, table in (
+            ("per-item test onsets", t.test_onsets),
+            ("matched groups", t.matches),
+            ("correlations", t.correlations),
+        )
+        if table is None
+    ]
+    if lacking:
+        return [Finding("missing", f"The run has no {', no '.join(lacking)} table.")]
+    return []
+
+
+def summarize(tables: RunTables) -> list[Finding]:
+    """The findings of a run, in reading order.
+
+    Parameters
+    ----------
+    tables : RunTables
+        From :func:`load_tables`.
+
+    Returns
+    -------
+    list of Finding
+        Topics ``run``, ``memorization``, ``distance``, ``consistency``, ``generalization``,
+        ``delay``, ``correlation``, ``missing``; each with the numbers it states in ``values``.
+    """
+    findings = [_run_finding(tables), *_memorization_findings(tables)]
+    distance = _distance_finding(tables)
+    if distance is not None:
+        findings.append(distance)
+    findings.append(_consistency_finding(tables))
+    findings += _generalization_findings(tables)
+    findings += _delay_findings(tables)
+    findings += _correlation_findings(tables)
+    findings += _missing_findings(tables)
+    return findings
