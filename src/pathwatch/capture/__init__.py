@@ -88,13 +88,12 @@ def _pad(
 
 def _token_loss(logits: torch.Tensor, ids: torch.Tensor, scored: torch.Tensor) -> torch.Tensor:
     """Mean next-token NLL per sample over the scored targets, float32 of shape (B,)."""
-    targets = scored[:, 1:]
-    rows = targets.nonzero()[:, 0]
-    nll = F.cross_entropy(logits[:, :-1][targets].float(), ids[:, 1:][targets], reduction="none")
-    total = torch.zeros(ids.shape[0], dtype=torch.float32, device=ids.device).index_add_(
-        0, rows, nll
+    targets = torch.full_like(ids, -100)  # position t predicts token t + 1; -100 is not scored
+    targets[:, :-1] = torch.where(scored[:, 1:], ids[:, 1:], -100)
+    nll = F.cross_entropy(
+        logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100, reduction="none"
     )
-    return total / targets.sum(dim=1).clamp(min=1)
+    return nll.view_as(ids).sum(dim=1) / scored[:, 1:].sum(dim=1).clamp(min=1)
 
 
 def _forward(

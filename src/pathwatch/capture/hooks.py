@@ -44,7 +44,7 @@ class RoutingRecorder:
         self._scorings: list[str | None] = [None] * len(routers.modules)
         self._means: list[torch.Tensor | None] = [None] * len(routers.modules)
         self._mask: torch.Tensor | None = None
-        self._counts: torch.Tensor | None = None
+        self._weights: torch.Tensor | None = None
 
     def __enter__(self) -> RoutingRecorder:
         try:
@@ -76,7 +76,8 @@ class RoutingRecorder:
     def expect(self, mask: torch.Tensor) -> None:
         """Set the (B, S) boolean mask of real tokens for the next forward pass."""
         self._mask = mask
-        self._counts = mask.sum(dim=1, keepdim=True).clamp(min=1).float()
+        # (B, 1, S): 1 / n_real at real tokens, 0 at padding
+        self._weights = (mask / mask.sum(dim=1, keepdim=True).clamp(min=1))[:, None, :].float()
         self._means = [None] * len(self._means)
 
     def means(self) -> torch.Tensor:
@@ -101,7 +102,8 @@ class RoutingRecorder:
                 raw = is_probability(scores[self._mask])
                 self._scorings[layer] = "identity" if raw else self._routers.family.scoring
             probs = SCORINGS[self._scorings[layer]](scores)
-            probs = probs.masked_fill(~self._mask[..., None], 0.0)
-            self._means[layer] = probs.sum(dim=1) / self._counts
+            # zero padding first: a padded position may hold NaN, and NaN * 0 is NaN
+            probs = torch.where(self._mask[..., None], probs, 0.0)
+            self._means[layer] = torch.bmm(self._weights, probs).squeeze(1)
 
         return hook

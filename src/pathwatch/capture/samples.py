@@ -59,21 +59,21 @@ def _is_int(value: object) -> bool:
 
 def _int_list(value: object, where: str, field: str) -> tuple[int, ...]:
     """A non-empty list of non-negative ints, or a one-line InputError."""
-    if isinstance(value, np.ndarray):
-        value = value.tolist()
-    if (
-        isinstance(value, (str, bytes, Mapping))
-        or not isinstance(value, Sequence)
-        or not all(_is_int(v) for v in value)
-    ):
+    array = None
+    if not isinstance(value, (str, bytes, Mapping)):
+        try:
+            array = np.asarray(value)
+        except (ValueError, TypeError, OverflowError):
+            array = None
+    if array is None or array.ndim != 1 or (array.size and array.dtype.kind not in "iu"):
         raise InputError(
             f"{where}: field {field!r} must be a list of integer token ids; got {_short(value)}."
         )
-    if len(value) == 0:
+    if array.size == 0:
         raise InputError(f"{where}: field {field!r} is empty; remove the sample or give it tokens.")
-    if min(value) < 0:
-        raise InputError(f"{where}: field {field!r} has a negative token id {min(value)}.")
-    return tuple(int(v) for v in value)
+    if array.min() < 0:
+        raise InputError(f"{where}: field {field!r} has a negative token id {array.min()}.")
+    return tuple(array.tolist())
 
 
 def _short(value: object, limit: int = 60) -> str:
