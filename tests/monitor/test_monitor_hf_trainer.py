@@ -17,11 +17,13 @@ from tiny_models import build_tiny_model
 SAVE_STEPS, MAX_STEPS, DELTA = 10, 40, 0.5
 
 
-def _train(tmp_path: Path, probe: list[dict], sinks: list) -> PathwayMonitor:
+def _train(
+    tmp_path: Path, probe: list[dict], sinks: list, *, on_evaluate: bool = False, **overrides
+) -> PathwayMonitor:
     """Train a tiny OLMoE on the probe samples (so that it memorizes them) with the callback."""
     monitor = PathwayMonitor(probe, sinks=sinks, delta=DELTA, batch_size=8)
     data = [{"input_ids": s["input_ids"], "labels": s["input_ids"]} for s in probe]
-    args = TrainingArguments(
+    settings = dict(
         output_dir=str(tmp_path / "out"),
         max_steps=MAX_STEPS,
         save_steps=SAVE_STEPS,
@@ -34,9 +36,12 @@ def _train(tmp_path: Path, probe: list[dict], sinks: list) -> PathwayMonitor:
         disable_tqdm=True,
         seed=0,
     )
+    args = TrainingArguments(**{**settings, **overrides})
     model = build_tiny_model("olmoe", seed=0).train()
+    callback = PathwayCallback(monitor, on_evaluate=on_evaluate)
+    eval_data = data if args.eval_strategy != "no" else None
     Trainer(
-        model=model, args=args, train_dataset=data, callbacks=[PathwayCallback(monitor)]
+        model=model, args=args, train_dataset=data, eval_dataset=eval_data, callbacks=[callback]
     ).train()
     return monitor
 
@@ -81,3 +86,19 @@ def test_trainer_callback_logs_the_metrics_of_each_saved_checkpoint(tmp_path):
             rel=1e-6,
             nan_ok=True,
         ), key
+
+
+def test_trainer_callback_runs_at_evaluations_on_request_once_per_step(tmp_path):
+    # evaluations every 5 steps, saves every 10: steps 10 and 20 see both events
+    monitor = _train(
+        tmp_path,
+        make_probe(2),
+        [JSONLSink(tmp_path / "m.jsonl")],
+        on_evaluate=True,
+        max_steps=20,
+        eval_strategy="steps",
+        eval_steps=5,
+    )
+    assert monitor.steps == [5, 10, 15, 20]
+    rows = (tmp_path / "m.jsonl").read_text().splitlines()
+    assert [json.loads(row)["step"] for row in rows] == [5, 10, 15, 20]
