@@ -136,7 +136,7 @@ def test_missing_units_lists_absent_units_in_capture_order(store: RunStore) -> N
     assert store.missing_units() == [(s, k) for s in (100, 200) for k in range(3)]
     store.write_unit(200, 1, _data(np.random.default_rng(0), 4))
     assert (200, 1) not in store.missing_units() and len(store.missing_units()) == 5
-    with pytest.raises(StoreError, match=r"step 200 is incomplete \(2 of 3 shards"):
+    with pytest.raises(StoreError, match=r"step 200 is incomplete \(2 of 3 shards missing\)"):
         store.load_checkpoint(200)
 
 
@@ -157,6 +157,8 @@ def test_truncated_unit_is_detected(store: RunStore) -> None:
     with pytest.raises(IntegrityError, match="shard-00001"):
         store.read_unit(200, 1)
     assert store.missing_units() == [(200, 1)]
+    with pytest.raises(IntegrityError, match="shard-00001"):
+        store.load_checkpoint(200)
 
 
 def test_unit_copied_to_another_place_is_detected(store: RunStore) -> None:

@@ -134,15 +134,21 @@ class RunStore:
         -------
         CheckpointData with ``mean_weights`` of shape (N, L, E) and (N,) ``loss``, ``n_tokens``,
         ``truncated``.
+
+        Raises
+        ------
+        StoreError
+            A unit of ``step`` is missing; IntegrityError (a StoreError) if one does not verify.
         """
         self._check_step(step)
-        missing = [shard for shard in range(self.n_shards) if not self.unit_ok(step, shard)]
+        shards = range(self.n_shards)
+        missing = [s for s in shards if not unit_path(self.path, step, s).exists()]
         if missing:
             raise StoreError(
                 f"{self.path}: step {step} is incomplete ({len(missing)} of {self.n_shards} shards "
-                "missing or corrupt). Re-run `pathwatch capture` with the same arguments to resume."
+                "missing). Re-run `pathwatch capture` with the same arguments to resume."
             )
-        return CheckpointData.concatenate([self.read_unit(step, s) for s in range(self.n_shards)])
+        return CheckpointData.concatenate([self.read_unit(step, s) for s in shards])
 
     def router_weights(self, step: int) -> list[np.ndarray]:
         """The router weight matrix of each MoE layer at ``step``: a list of L arrays of shape (E, H)."""
