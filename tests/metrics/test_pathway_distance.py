@@ -63,6 +63,20 @@ def test_metric_properties(a, b, c, unit):
     assert (d(a, b, unit) == 0) == (a == b)
 
 
+@settings(max_examples=30, deadline=None)
+@given(
+    paths=st.lists(st.lists(layer_st, min_size=2, max_size=2), min_size=2, max_size=8),
+    seed=st.integers(0, 99),
+)
+def test_mean_is_invariant_to_sample_order(paths, seed):
+    shuffled = [paths[i] for i in np.random.default_rng(seed).permutation(len(paths))]
+    for unit in ("char", "expert"):
+        assert pw.mean_pairwise_distance(shuffled, unit) == pytest.approx(
+            pw.mean_pairwise_distance(paths, unit), rel=1e-12
+        )
+        assert pw.mean_pairwise_distance(paths, unit) == pytest.approx(brute_mean(paths, unit))
+
+
 def test_known_values():
     assert pw.pathway_distance([[3, 1, 5], [9, 1]], "3,1,5-9,1") == 0
     assert pw.pathway_distance([[12, 3], [5]], [[3], [5]]) == 3

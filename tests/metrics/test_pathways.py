@@ -74,6 +74,23 @@ def test_matches_reference_with_ties(w, threshold):
     assert list(pw.pathways(w, threshold)) == reference_pathways(w, threshold)
 
 
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), threshold=st.floats(0.5, 0.8))
+def test_equivariant_to_sample_order_and_expert_labels(seed, threshold):
+    rng = np.random.default_rng(seed)
+    w = random_weights(rng, 12, 3, 10).astype(np.float64)  # continuous: no ties
+    p = pw.pathways(w, threshold)
+    order = rng.permutation(12)
+    assert list(pw.pathways(w[order], threshold)) == [p[i] for i in order]
+    # relabel experts: column k of the new weights is expert labels[k] of the old ones
+    labels = rng.permutation(10)
+    relabelled = pw.pathways(w[..., labels], threshold)
+    assert list(relabelled) == [
+        tuple(tuple(int(np.flatnonzero(labels == e)[0]) for e in layer) for layer in path)
+        for path in p
+    ]
+
+
 def test_ties_keep_lower_id_first():
     w = np.array([[[0.3, 0.2, 0.3, 0.2]]])
     assert pw.pathways(w, 0.7)[0] == ((0, 2, 1),)
