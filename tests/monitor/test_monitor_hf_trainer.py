@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from monitor_oracle import assert_records_match, make_probe, reference_records
@@ -12,6 +13,7 @@ from transformers import OlmoeForCausalLM, Trainer, TrainingArguments
 
 from pathwatch.capture import capture
 from pathwatch.monitor import JSONLSink, PathwayCallback, PathwayMonitor, TensorBoardSink
+from pathwatch.pipeline import capture_run
 from tiny_models import build_tiny_model
 
 SAVE_STEPS, MAX_STEPS, DELTA = 10, 40, 0.5
@@ -74,6 +76,14 @@ def test_trainer_callback_logs_the_metrics_of_each_saved_checkpoint(tmp_path):
         assert_records_match(got, expected)
         assert row["monitor/seconds"] > 0
     assert max(row["memorized_fraction/all"] for row in rows) > 0  # the memorized branch ran
+
+    # the offline path sees the same numbers: capture_run over the saved checkpoints
+    samples = tmp_path / "probe.jsonl"
+    samples.write_text("".join(json.dumps(sample) + "\n" for sample in probe))
+    checkpoints = [tmp_path / "out" / f"checkpoint-{step}" for step in steps]
+    run = capture_run(checkpoints, samples, tmp_path / "run", batch_size=8, progress=False)
+    offline = np.stack([run.load_checkpoint(step).loss for step in steps], axis=1)
+    np.testing.assert_allclose(monitor.losses, offline, rtol=1e-6)
 
     events = EventAccumulator(str(tmp_path / "tb"))
     events.Reload()
