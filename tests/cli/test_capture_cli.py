@@ -402,3 +402,13 @@ def test_token_id_samples_need_no_tokenizer(
     assert code == 0 and "6 sample(s) truncated to --max-length 3" in stdout
     data = RunStore(tmp_path / "run").load_checkpoint(500)
     assert data.n_tokens.tolist() == [3] * 6 and data.truncated.all()
+
+
+def test_progress_bar_counts_units_and_samples_per_second(
+    checkpoints: Checkpoints, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    args = capture_args(checkpoints.series[:1], checkpoints.samples, tmp_path / "run")
+    args.remove("--no-progress")
+    code, _, stderr = run_cli([*args, "--shard-size", "12"], monkeypatch, capsys)
+    assert code == 0
+    assert "capture: 100%" in stderr and "2/2" in stderr and "samples_per_s=" in stderr

@@ -84,6 +84,37 @@ def test_manifest_round_trips_through_json(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "manifest.json").read_text())["samples"]["shard_size"] == 4
 
 
+_names = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12)
+
+
+@given(
+    model=st.builds(
+        ModelInfo,
+        family=_names,
+        model_type=_names,
+        n_layers=st.integers(1, 64),
+        moe_layers=st.lists(st.integers(0, 63), max_size=8).map(tuple),
+        n_experts=st.integers(1, 512),
+        top_k=st.none() | st.integers(1, 16),
+    ),
+    checkpoints=st.lists(
+        st.builds(CheckpointInfo, step=st.integers(0, 10**9), path=_names, name=_names), max_size=5
+    ).map(tuple),
+    samples=st.builds(
+        SamplesInfo,
+        path=_names,
+        sha256=st.text("0123456789abcdef", min_size=64, max_size=64),
+        count=st.integers(1, 10**6),
+        shard_size=st.integers(1, 10**4),
+    ),
+    settings_=st.builds(Settings, batch_size=st.integers(1, 512), max_length=st.integers(1, 10**5)),
+)
+def test_any_manifest_round_trips(model, checkpoints, samples, settings_) -> None:
+    manifest = Manifest(model, checkpoints, samples, settings_, pathwatch_version="0.1.0")
+    assert Manifest.from_json(manifest.to_json()) == manifest
+    assert manifest.first_difference(Manifest.from_json(manifest.to_json())) is None
+
+
 @pytest.mark.parametrize(
     ("count", "shard_size", "bounds"),
     [(10, 4, [(0, 4), (4, 8), (8, 10)]), (8, 4, [(0, 4), (4, 8)]), (3, 1024, [(0, 3)])],
