@@ -9,11 +9,13 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from monitor_oracle import assert_records_match, make_probe, reference_records
 
 from pathwatch.capture import capture
 from pathwatch.errors import InputError
-from pathwatch.monitor import JSONLSink, MonitorWarning, PathwayMonitor
+from pathwatch.monitor import JSONLSink, MonitorWarning, PathwayMonitor, consecutive_rises
 from tiny_models import build_tiny_model
 
 CHECKPOINTS = (6, 12, 18, 24)
@@ -74,6 +76,22 @@ def test_plain_loop_records_equal_the_library_on_each_checkpoint(tmp_path, domai
         }
     assert max(r["memorized_fraction/all"] for r in monitor.history) > 0  # memorized branch ran
     np.testing.assert_array_equal(monitor.losses, np.stack([c.loss for c in captures], axis=1))
+
+
+@given(st.lists(st.floats(-1e6, 1e6) | st.just(float("nan")), max_size=12))
+def test_consecutive_rises_counts_the_trailing_run_of_rises(values):
+    expected = 0
+    for t in range(len(values) - 1, 0, -1):
+        if not values[t] > values[t - 1]:
+            break
+        expected += 1
+    assert consecutive_rises(values) == expected
+
+
+@given(st.lists(st.floats(-1e6, 1e6), min_size=1, max_size=12, unique=True))
+def test_a_sorted_series_rises_at_every_step_and_its_reverse_never(values):
+    assert consecutive_rises(sorted(values)) == len(values) - 1
+    assert consecutive_rises(sorted(values, reverse=True)) == 0
 
 
 def _route_with_gate_scale(model, original: dict, scale: float) -> None:

@@ -155,7 +155,6 @@ class PathwayMonitor:
         self.steps: list[int] = []
         self.history: list[dict[str, float]] = []
         self._losses: list[NDArray[np.float64]] = []
-        self._rising = dict.fromkeys(self._scopes, 0)
 
     def _check_epsilon(
         self, epsilon: float | Mapping[str, float] | str
@@ -284,16 +283,15 @@ class PathwayMonitor:
         return mean_pairwise_distance(group, self.unit, max_pairs=self.max_pairs, seed=0)
 
     def _check_rising(self, scope: str, distance: float) -> bool:
-        """Count consecutive rises of the memorized distance of ``scope``; warn at ``warn_after``."""
-        previous = self.history[-1].get(f"distance_memorized/{scope}") if self.history else None
-        rose = previous is not None and not math.isnan(distance) and distance > previous
-        self._rising[scope] = self._rising[scope] + 1 if rose else 0
-        if self._rising[scope] < self.warn_after:
+        """Warn when the memorized distance of ``scope`` has risen ``warn_after`` times in a row."""
+        key = f"distance_memorized/{scope}"
+        rises = consecutive_rises([*(record[key] for record in self.history), distance])
+        if rises < self.warn_after:
             return False
         warnings.warn(
             f"pathwatch: the pathway distance of memorized samples ({scope}) has risen at "
-            f"{self._rising[scope]} consecutive checkpoints (now {distance:.4g} at step "
-            f"{self.steps[-1]}): memorized samples are diverging instead of generalizing.",
+            f"{rises} consecutive checkpoints (now {distance:.4g} at step {self.steps[-1]}): "
+            "memorized samples are diverging instead of generalizing.",
             MonitorWarning,
             stacklevel=4,
         )
@@ -309,6 +307,29 @@ class PathwayMonitor:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def consecutive_rises(values: Sequence[float]) -> int:
+    """How many times in a row the series rose at its end (NaN breaks a run).
+
+    Parameters
+    ----------
+    values : sequence of float, length T
+        A metric over checkpoints, oldest first.
+
+    Returns
+    -------
+    int
+        The number of trailing steps t with ``values[t] > values[t - 1]``.
+
+    Examples
+    --------
+    >>> consecutive_rises([5.0, 3.0, 4.0, 6.0, 7.5]), consecutive_rises([1.0, float("nan"), 2.0])
+    (3, 0)
+    """
+    rose = np.diff(np.asarray(values, dtype=np.float64)) > 0  # a comparison with NaN is False
+    falls = np.flatnonzero(~rose)
+    return int(rose.size - falls[-1] - 1) if falls.size else int(rose.size)
 
 
 def _nanmean(values: NDArray[np.floating]) -> float:
