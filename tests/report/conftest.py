@@ -8,7 +8,7 @@ import pytest
 from report_tables import make_run
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fabricated run with ground truth, its report already built."""
     from pathwatch.report import build_report

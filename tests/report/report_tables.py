@@ -89,15 +89,19 @@ def _sample_metrics(rng: np.random.Generator, steps: np.ndarray, domains: list[s
     return table, onsets, epsilon
 
 
-def _group_metrics(sample: pl.DataFrame, onsets: pl.DataFrame, steps: np.ndarray) -> pl.DataFrame:
+def _group_metrics(
+    sample: pl.DataFrame, onsets: pl.DataFrame, steps: np.ndarray, domains: list[str]
+) -> pl.DataFrame:
     joined = sample.join(onsets.select("sample_index", "mem_onset"), on="sample_index")
     pooled = joined.with_columns(pl.lit("all").alias("domain"))
     rows = []
     for frame in (joined, pooled):
-        for group_name, sel in [("all", frame)] + [
+        by_onset = [
             (f"train@{t}", frame.filter(pl.col("mem_onset") == t))
             for t in sorted(set(frame["mem_onset"].to_list()) - {-1})
-        ]:
+        ]  # like analyze_run: per-onset groups per domain only, not pooled
+        memorized = ("memorized", frame.filter(pl.col("mem_onset") >= 0))
+        for group_name, sel in [("all", frame), memorized] + (by_onset if frame is joined else []):
             agg = (
                 sel.group_by("domain", "step")
                 .agg(
@@ -117,22 +121,42 @@ def _group_metrics(sample: pl.DataFrame, onsets: pl.DataFrame, steps: np.ndarray
     agg = pl.concat(rows)
     peak = (
         pl.when(pl.col("group") == "all")
-        .then(800.0)
+        .then(0.4 * steps[-1])
+        .when(pl.col("group") == "memorized")
+        .then(0.45 * steps[-1])
         .otherwise(pl.col("group").str.strip_prefix("train@").cast(pl.Float64, strict=False))
     )
+    width = 0.18 * steps[-1]
     per_layer = []
     for layer in range(-1, N_LAYERS):
         scale = 40.0 if layer == -1 else 8.0 * (1.0 - 0.15 * layer)
-        d = scale * (1.0 + 1.5 * (-(((pl.col("step") - peak) / 350.0) ** 2)).exp())
+        d = scale * (1.0 + 1.5 * (-(((pl.col("step") - peak) / width) ** 2)).exp())
+        rows = agg if layer == -1 else agg.filter(pl.col("n_samples") > 1)
         per_layer.append(
-            agg.with_columns(
+            rows.with_columns(
                 pl.lit(layer).alias("layer"),
-                pl.lit("char").alias("unit"),
-                pl.when(pl.col("n_samples") > 1).then(d).alias("distance"),
+                pl.lit("char" if layer == -1 else "expert").alias("unit"),
+                pl.when(pl.col("n_samples") > 1).then(d).otherwise(float("nan")).alias("distance"),
                 (pl.col("n_samples") * (pl.col("n_samples") - 1) // 2).alias("n_pairs"),
             )
         )
-    out = pl.concat(per_layer).with_columns(
+    # per-layer rows carry distances only; a validation set carries its loss only
+    per_layer[1:] = [
+        p.with_columns(
+            pl.lit(None, pl.Float64).alias(c)
+            for c in ("consistency", "smoothness", "adjacent_cosine", "loss", "memorized_fraction")
+        )
+        for p in per_layer[1:]
+    ]
+    validation = (
+        sample.filter(pl.col("domain") == domains[0])
+        .group_by("step")
+        .agg(pl.len().alias("n_samples"), (pl.col("loss") + 0.3).mean().alias("loss"))
+        .with_columns(
+            domain=pl.lit("validation"), group=pl.lit("all"), layer=pl.lit(-1), unit=pl.lit("char")
+        )
+    )
+    out = pl.concat([*per_layer, validation], how="diagonal_relaxed").with_columns(
         (pl.col("distance") * 0.97).alias("distance_ci_low"),
         (pl.col("distance") * 1.03).alias("distance_ci_high"),
     )
@@ -177,7 +201,10 @@ def _ground_truth(rng: np.random.Generator, steps: np.ndarray, domains: list[str
                 {"item_id": [f"{d}-q{i}" for i in range(N_ITEMS)], "domain": d, "gen_onset": gen}
             )
         )
-    return pl.concat(acc_rows), pl.concat(item_rows)
+    acc = pl.concat(acc_rows)
+    pooled = acc.group_by("step").agg(pl.col("accuracy").mean(), pl.col("n_items").sum())
+    pooled = pooled.with_columns(domain=pl.lit("all")).select(acc.columns)  # as analyze_run writes
+    return pl.concat([acc, pooled]).sort("domain", "step"), pl.concat(item_rows)
 
 
 def _matches(
@@ -210,12 +237,7 @@ def _ci(r: float, n: int) -> tuple[float, float]:
 def _correlations(
     group: pl.DataFrame, accuracy: pl.DataFrame, rng: np.random.Generator
 ) -> pl.DataFrame:
-    pooled_acc = (
-        accuracy.group_by("step")
-        .agg(pl.col("accuracy").mean())
-        .with_columns(pl.lit("all").alias("domain"))
-    )
-    acc = pl.concat([accuracy.drop("n_items"), pooled_acc.select(accuracy.drop("n_items").columns)])
+    acc = accuracy.drop("n_items")
     rows = []
     for d, fraction in [("all", 0.45), *RISE.items()]:
         if fraction is None:
@@ -231,9 +253,9 @@ def _correlations(
             continue
         y = j["accuracy"].to_numpy()
         metrics = {
-            c: j[c].to_numpy()
-            for c in ("distance", "consistency", "smoothness", "adjacent_cosine", "loss")
+            c: j[c].to_numpy() for c in ("distance", "consistency", "smoothness", "adjacent_cosine")
         }
+        metrics["train_loss"] = j["loss"].to_numpy()  # the names analyze_run gives them
         metrics["validation_loss"] = 2.0 - y + rng.normal(0, 0.05, len(y))
         for metric, x in metrics.items():
             pr, pp = stats.pearsonr(x, y)
@@ -296,7 +318,7 @@ def make_run(
     }
     (run / "manifest.json").write_text(json.dumps(manifest))
     sample, onsets, epsilon = _sample_metrics(rng, steps, list(domains))
-    group = _group_metrics(sample, onsets, steps)
+    group = _group_metrics(sample, onsets, steps, list(domains))
     tables = {
         "sample_metrics": sample,
         "onsets": onsets,

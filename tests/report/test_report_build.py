@@ -79,6 +79,7 @@ def test_every_section_and_figure_is_present(run_dir: Path, page: _Page) -> None
         }
         has_pairs = domain in set(tables.matches["domain"].to_list())
         assert shown == set(FIGURES) - (set() if has_pairs else {"pairs"})
+    assert not page.find("section", id="domain-validation")  # a validation set is not a domain
 
 
 def test_html_is_self_contained(run_dir: Path, page: _Page) -> None:

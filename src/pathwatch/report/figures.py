@@ -74,8 +74,15 @@ def _colors(n: int, cmap: str = "viridis") -> list[str]:
     return [mpl.colors.to_hex(c) for c in rgba[:n]]
 
 
-def _distance_label(tables: RunTables) -> str:
-    return f"pathway distance ({tables.unit} edits)"
+def _distance_label(tables: RunTables, *, layers: bool = False) -> str:
+    return f"pathway distance ({tables.unit(layers=layers)} edits)"
+
+
+def _distances(tables: RunTables, domain: str) -> pl.DataFrame:
+    """Rows of a domain whose distance is defined (a group of one sample has none)."""
+    return tables.group_metrics.filter(
+        (pl.col("domain") == domain) & pl.col("distance").is_not_nan()
+    )
 
 
 def _whole(tables: RunTables, domain: str, group: str = POOLED) -> pl.DataFrame:
@@ -229,8 +236,10 @@ def pairs_chart(tables: RunTables, domain: str) -> Chart | None:
 
 def group_distance_chart(tables: RunTables, domain: str) -> Chart:
     """Pathway distance over checkpoints per memorization group, the memorization step marked."""
-    rows = tables.group_metrics.filter(domain=domain, layer=-1).drop_nulls("distance")
-    groups = sorted((g for g in rows["group"].unique().to_list() if g != POOLED), key=_onset_of)
+    rows = _distances(tables, domain).filter(layer=-1)
+    groups = sorted(
+        (g for g in rows["group"].unique().to_list() if g.startswith("train@")), key=_onset_of
+    )
     traces = []
     pooled = rows.filter(group=POOLED).sort("step")
     if pooled.height:
@@ -239,6 +248,17 @@ def group_distance_chart(tables: RunTables, domain: str) -> Chart:
         if np.any(high > low):
             traces.append(Trace(s, low, "95% CI", kind="band", color="#7f7f7f", y_high=high))
         traces.append(Trace(s, pooled["distance"].to_numpy(), "all samples", color="#000000"))
+    memorized = rows.filter(group="memorized").sort("step")
+    if memorized.height:
+        traces.append(
+            Trace(
+                memorized["step"].to_numpy(),
+                memorized["distance"].to_numpy(),
+                "memorized samples (any t*)",
+                color="#7f7f7f",
+                dash=True,
+            )
+        )
     for group, color in zip(groups, _colors(len(groups)), strict=True):
         g = rows.filter(group=group).sort("step")
         s, d = g["step"].to_numpy(), g["distance"].to_numpy()
@@ -260,15 +280,14 @@ def group_distance_chart(tables: RunTables, domain: str) -> Chart:
             ),
         ),
         caption="Mean pairwise pathway distance within each memorization group train@t* (samples "
-        "memorized from step t*), the dot marking t*; black: all samples of the domain.",
+        "memorized from step t*), the dot marking t*; black: all samples of the domain; grey "
+        "dashed: every memorized sample, whatever its t*.",
     )
 
 
 def layer_distance_chart(tables: RunTables, domain: str) -> Chart:
     """Pathway distance over checkpoints per MoE layer (all samples of the domain)."""
-    rows = tables.group_metrics.filter(
-        (pl.col("domain") == domain) & (pl.col("group") == POOLED) & (pl.col("layer") >= 0)
-    ).drop_nulls("distance")
+    rows = _distances(tables, domain).filter((pl.col("group") == POOLED) & (pl.col("layer") >= 0))
     layers = sorted(rows["layer"].unique().to_list())
     traces = tuple(
         Trace(g["step"].to_numpy(), g["distance"].to_numpy(), f"layer {layer}", color=color)
@@ -279,7 +298,7 @@ def layer_distance_chart(tables: RunTables, domain: str) -> Chart:
     return Chart(
         "layer_distance",
         title,
-        (Panel(title, STEP, _distance_label(tables), traces),),
+        (Panel(title, STEP, _distance_label(tables, layers=True), traces),),
         caption="Mean pairwise distance of the per-layer expert lists, by MoE layer index.",
     )
 

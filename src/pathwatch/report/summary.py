@@ -92,20 +92,20 @@ class RunTables:
 
     @property
     def domains(self) -> list[str]:
-        """The pooled domain first, then the others sorted."""
-        found = set(self.group_metrics["domain"].unique().to_list())
-        return [POOLED, *sorted(found - {POOLED})]
+        """The pooled domain first, then the training domains sorted (validation sets excluded)."""
+        return [POOLED, *sorted(set(self.onsets["domain"].unique().to_list()) - {POOLED})]
 
     @property
     def steps(self) -> np.ndarray:
         """Checkpoint steps, ascending, of shape (T,)."""
         return np.sort(self.group_metrics["step"].unique().to_numpy())
 
-    @property
-    def unit(self) -> str:
-        """The pathway-distance unit (``"char"`` or ``"expert"``)."""
-        units = self.group_metrics["unit"].unique().to_list()
-        return str(units[0]) if len(units) == 1 else "/".join(sorted(map(str, units)))
+    def unit(self, *, layers: bool = False) -> str:
+        """Pathway-distance unit (``"char"`` or ``"expert"``) of whole pathways or of single layers."""
+        rows = self.group_metrics.filter(
+            (pl.col("layer") >= 0) if layers else (pl.col("layer") == -1)
+        ).drop_nulls("distance")
+        return "/".join(sorted(map(str, rows["unit"].unique().to_list()))) or "char"
 
     def domain_accuracy(self, domain: str) -> pl.DataFrame | None:
         """Per-checkpoint accuracy (``step``, ``accuracy``) of a domain, or ``None``.
@@ -239,7 +239,7 @@ def _run_finding(t: RunTables) -> Finding:
     text = (
         f"{n_samples:,} training samples in {len(domains)} domain(s) ({', '.join(domains)}), "
         f"{len(steps)} checkpoints{of_model} from step {fmt_step(steps[0])} to "
-        f"{fmt_step(steps[-1])}; pathway distance in {t.unit} edits."
+        f"{fmt_step(steps[-1])}; pathway distance in {t.unit()} edits."
     )
     return Finding(
         "run", text, {"n_samples": n_samples, "n_checkpoints": len(steps), "domains": domains}
@@ -271,7 +271,6 @@ def _memorization_findings(t: RunTables) -> list[Finding]:
 def _distance_finding(t: RunTables) -> Finding | None:
     rows = (
         t.group_metrics.filter(domain=POOLED, group=POOLED, layer=-1)
-        .drop_nulls("distance")
         .filter(pl.col("distance").is_not_nan())
         .sort("step")
     )
