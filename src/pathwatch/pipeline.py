@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from pathwatch.errors import InputError, StoreError, UnsupportedModelError, invalid_parameter
 from pathwatch.store import CheckpointData, RunStore
-from pathwatch.store._io import remove_temporaries
+from pathwatch.store._io import TEMP_SUFFIX, remove_temporaries
 from pathwatch.store.manifest import (
     MANIFEST_NAME,
     CheckpointInfo,
@@ -205,7 +205,8 @@ def _existing_run(out: Path, manifest: Manifest) -> RunStore | None:
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file; pass a directory for the run.")
     if not (out / MANIFEST_NAME).exists():
-        if out.exists() and any(out.iterdir()):
+        # a capture killed while writing its manifest leaves only a temporary file
+        if out.exists() and any(not p.name.endswith(TEMP_SUFFIX) for p in out.iterdir()):
             raise InputError(
                 f"--out {out} is a non-empty directory without a {MANIFEST_NAME}; pass a new or "
                 "empty directory for the run."

@@ -107,6 +107,20 @@ def test_steps_option_overrides_directory_names(
     assert [(c.step, c.name) for c in manifest.checkpoints] == [(5, "step-100"), (900, "final")]
 
 
+def test_capture_killed_while_writing_its_manifest_starts_over(
+    checkpoints: Checkpoints, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".manifest.json.k1ll3d.tmp").write_text('{"format_')
+    args = capture_args(checkpoints.series[:1], checkpoints.samples, out)
+    assert run_cli(args, monkeypatch, capsys)[0] == 0
+    assert RunStore(out).missing_units() == [] and list(out.rglob("*.tmp")) == []
+    (out / "manifest.json").unlink()
+    code, _, stderr = run_cli(args, monkeypatch, capsys)
+    assert code == 2 and "is a non-empty directory without a manifest.json" in stderr
+
+
 def test_rerun_skips_finished_units_and_redoes_damaged_ones(
     checkpoints: Checkpoints, tmp_path: Path, monkeypatch, capsys
 ) -> None:
