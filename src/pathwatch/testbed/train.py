@@ -1,0 +1,650 @@
+"""Train a tiny OLMoE on the built-in corpus on CPU and save a checkpoint series with ground truth.
+
+``train_testbed`` writes into ``out_dir``:
+
+- ``step-<N>/``: ordinary model directories (config, safetensors, tokenizer) via ``save_pretrained``;
+- ``accuracy.jsonl``: per checkpoint and held-out item ``step, domain, item_id, correct`` — the
+  per-item accuracy file that ``pathwatch analyze --accuracy`` reads;
+- ``train_samples.jsonl``: the probe set (``id, domain, text, prompt``), a fixed subset of training
+  items per domain; ``validation_samples.jsonl``: a set from another distribution;
+- ``testbed.json``: configuration, seed, timings and per-domain curves;
+- ``resume.pt``: optimizer state at the last checkpoint, so that an interrupted run resumes and a
+  finished one can be extended to more steps with identical results.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import OlmoeConfig, OlmoeForCausalLM, PreTrainedTokenizerFast
+from transformers.utils import logging as hf_logging
+
+from pathwatch.errors import InputError, invalid_parameter, unknown_name
+from pathwatch.testbed.corpus import ARITHMETIC, OPERATORS, Corpus, build_corpus, item_records
+from pathwatch.testbed.tokenizer import build_tokenizer
+
+FORMAT_VERSION = 1
+SUMMARY = "testbed.json"
+RESUME = "resume.pt"
+ACCURACY = "accuracy.jsonl"
+TRAIN_SAMPLES = "train_samples.jsonl"
+VALIDATION_SAMPLES = "validation_samples.jsonl"
+_EVAL_BATCH = 4096
+
+
+@dataclass(frozen=True)
+class TestbedConfig:
+    """Everything that determines a testbed run (with the seed). Defaults are the demo configuration.
+
+    Attributes
+    ----------
+    prime, domains, train_fraction, n_validation
+        The corpus (see :func:`pathwatch.testbed.corpus.build_corpus`).
+    n_probe : int
+        Training items per domain in the probe set ``train_samples.jsonl``.
+    hidden_size, intermediate_size, num_layers, num_heads, num_experts, top_k
+        The OLMoE model (every layer is an MoE layer; ``intermediate_size`` is per expert).
+    lr, weight_decay, beta1, beta2, warmup_steps, batch_size
+        AdamW with linear warm-up, then a constant rate; minibatches of ``batch_size`` items.
+    max_steps, checkpoint_every
+        Training length and the interval of checkpoints (also saved at step 0 and at the end).
+    stop_accuracy : float or None
+        Stop early (after saving a checkpoint) once every generalizable domain's held-out accuracy
+        reaches it; None trains ``max_steps``.
+    """
+
+    __test__ = False  # not a pytest class
+
+    prime: int = 59
+    domains: tuple[str, ...] = ("add", "sub", "mul", "facts")
+    train_fraction: float = 0.5
+    n_validation: int = 256
+    n_probe: int = 256
+    hidden_size: int = 128
+    intermediate_size: int = 256
+    num_layers: int = 3
+    num_heads: int = 4
+    num_experts: int = 8
+    top_k: int = 2
+    lr: float = 3e-3
+    weight_decay: float = 1.0
+    beta1: float = 0.9
+    beta2: float = 0.98
+    warmup_steps: int = 10
+    batch_size: int = 512
+    max_steps: int = 3000
+    checkpoint_every: int = 100
+    stop_accuracy: float | None = 0.95
+
+    @classmethod
+    def tiny(cls) -> TestbedConfig:
+        """A reduced configuration for tests: p = 13, hidden 32, 3 layers, 4 experts, 60 steps."""
+        return cls(
+            prime=13,
+            n_validation=32,
+            n_probe=16,
+            hidden_size=32,
+            intermediate_size=32,
+            num_layers=3,
+            num_heads=2,
+            num_experts=4,
+            top_k=2,
+            batch_size=64,
+            max_steps=60,
+            checkpoint_every=5,
+            stop_accuracy=None,
+        )
+
+    def __post_init__(self) -> None:
+        def positive(name: str) -> None:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise invalid_parameter("TestbedConfig", name, "an int ≥ 1", value)
+
+        for name in (
+            "n_probe",
+            "hidden_size",
+            "intermediate_size",
+            "num_layers",
+            "num_heads",
+            "num_experts",
+            "batch_size",
+            "max_steps",
+            "checkpoint_every",
+        ):
+            positive(name)
+        object.__setattr__(self, "domains", tuple(self.domains))
+        for name in self.domains:
+            if name not in OPERATORS:
+                raise unknown_name("domain", name, OPERATORS)
+        if self.hidden_size % self.num_heads:
+            raise invalid_parameter(
+                "TestbedConfig",
+                "hidden_size",
+                f"a multiple of num_heads={self.num_heads}",
+                self.hidden_size,
+            )
+        if not 1 <= self.top_k <= self.num_experts:
+            raise invalid_parameter(
+                "TestbedConfig", "top_k", f"an int in [1, {self.num_experts}]", self.top_k
+            )
+        if not (isinstance(self.warmup_steps, int) and self.warmup_steps >= 0):
+            raise invalid_parameter(
+                "TestbedConfig", "warmup_steps", "an int ≥ 0", self.warmup_steps
+            )
+        for name in ("lr", "beta1", "beta2"):
+            value = getattr(self, name)
+            if not 0.0 < value < (1.0 if name != "lr" else float("inf")):
+                raise invalid_parameter(
+                    "TestbedConfig", name, "a positive float (betas < 1)", value
+                )
+        if self.weight_decay < 0:
+            raise invalid_parameter(
+                "TestbedConfig", "weight_decay", "a float ≥ 0", self.weight_decay
+            )
+        if self.stop_accuracy is not None and not 0.0 < self.stop_accuracy <= 1.0:
+            raise invalid_parameter(
+                "TestbedConfig", "stop_accuracy", "None or a float in (0, 1]", self.stop_accuracy
+            )
+        # the corpus checks prime, train_fraction and n_validation with its own messages
+        build_corpus(
+            prime=self.prime,
+            domains=self.domains,
+            train_fraction=self.train_fraction,
+            n_validation=1,
+        )
+
+    def corpus(self, seed: int) -> Corpus:
+        """The corpus of this configuration for ``seed``."""
+        return build_corpus(
+            prime=self.prime,
+            domains=self.domains,
+            train_fraction=self.train_fraction,
+            n_validation=self.n_validation,
+            seed=seed,
+        )
+
+    def model_config(self, vocab_size: int) -> OlmoeConfig:
+        """The ``OlmoeConfig`` of the model: top-k weights unnormalized, no auxiliary loss, untied embeddings."""
+        return OlmoeConfig(
+            vocab_size=vocab_size,
+            hidden_size=self.hidden_size,
+            intermediate_size=self.intermediate_size,
+            num_hidden_layers=self.num_layers,
+            num_attention_heads=self.num_heads,
+            num_key_value_heads=self.num_heads,
+            num_experts=self.num_experts,
+            num_experts_per_tok=self.top_k,
+            norm_topk_prob=False,
+            router_aux_loss_coef=0.0,
+            output_router_logits=False,
+            tie_word_embeddings=False,
+            max_position_embeddings=16,
+            pad_token_id=0,
+            bos_token_id=None,
+            eos_token_id=None,
+        )
+
+
+@dataclass(frozen=True)
+class TestbedRun:
+    """What :func:`train_testbed` wrote.
+
+    Attributes
+    ----------
+    out_dir : Path
+    checkpoints : tuple of Path
+        ``step-<N>`` model directories in step order.
+    steps : tuple of int
+        The step of each checkpoint.
+    accuracy_file, train_samples, validation_samples, summary : Path
+        ``accuracy.jsonl``, ``train_samples.jsonl``, ``validation_samples.jsonl``, ``testbed.json``.
+    curves : tuple of dict
+        One record per checkpoint and domain: step, seconds, cpu_seconds, domain, train_loss,
+        train_accuracy, heldout_loss, heldout_accuracy; plus one per checkpoint with domain
+        "validation" and its ``validation_loss``.
+    train_seconds, cpu_seconds : float
+        Wall and CPU time of this process spent training (evaluation and saving included), summed
+        over resumptions; with one thread on a busy machine, CPU time is the uncontended wall time.
+    reused : bool
+        True when ``out_dir`` already held the complete run and nothing was trained.
+    """
+
+    __test__ = False
+
+    out_dir: Path
+    checkpoints: tuple[Path, ...]
+    steps: tuple[int, ...]
+    accuracy_file: Path
+    train_samples: Path
+    validation_samples: Path
+    summary: Path
+    curves: tuple[dict[str, Any], ...]
+    train_seconds: float
+    cpu_seconds: float
+    reused: bool
+
+    def accuracy(self, domain: str) -> list[float]:
+        """Held-out accuracy of ``domain`` at each checkpoint."""
+        return [c["heldout_accuracy"] for c in self.curves if c["domain"] == domain]
+
+
+def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w") as fh:
+        fh.writelines(json.dumps(r) + "\n" for r in records)
+    os.replace(tmp, path)
+
+
+def _write_json(path: Path, obj: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+@contextmanager
+def _quiet_torch(threads: int) -> Iterator[None]:
+    """Run with ``threads`` torch threads and without transformers' per-save progress bars."""
+    previous, bars = torch.get_num_threads(), hf_logging.is_progress_bar_enabled()
+    torch.set_num_threads(threads)
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+class _Data:
+    """Token-id tensors of the corpus: every item is ``a OP b = c`` (5 tokens), the answer last."""
+
+    def __init__(self, corpus: Corpus, tokenizer: PreTrainedTokenizerFast) -> None:
+        self.domains = [d.name for d in corpus.domains]
+        number = torch.tensor(
+            tokenizer.convert_tokens_to_ids([str(n) for n in range(corpus.prime)])
+        )
+        equals = tokenizer.convert_tokens_to_ids("=")
+
+        def encode(name: str, items: np.ndarray) -> torch.Tensor:
+            x = torch.from_numpy(items)
+            op = torch.full_like(x[:, 0], tokenizer.convert_tokens_to_ids(OPERATORS[name]))
+            return torch.stack(
+                [
+                    number[x[:, 0]],
+                    op,
+                    number[x[:, 1]],
+                    torch.full_like(op, equals),
+                    number[x[:, 2]],
+                ],
+                1,
+            )
+
+        self.train = [encode(d.name, d.train) for d in corpus.domains]
+        self.test = [encode(d.name, d.test) for d in corpus.domains]
+        self.train_all = torch.cat(self.train)
+        ops = [tokenizer.convert_tokens_to_ids(OPERATORS[d]) for d in corpus.validation_domains]
+        v = torch.from_numpy(corpus.validation)
+        op_ids = torch.tensor(ops)
+        self.validation = torch.stack(
+            [
+                number[v[:, 0]],
+                op_ids[v[:, 1]],
+                number[v[:, 2]],
+                op_ids[v[:, 3]],
+                number[v[:, 4]],
+                torch.full_like(v[:, 0], equals),
+                number[v[:, 5]],
+            ],
+            1,
+        )
+
+    def batch(self, step: int, batch_size: int, seed: int) -> torch.Tensor:
+        """The minibatch of ``step`` (1-based): a fresh permutation per epoch, stateless for resumption."""
+        n = len(self.train_all)
+        per_epoch = max(n // batch_size, 1)
+        epoch, index = divmod(step - 1, per_epoch)
+        order = np.random.default_rng([seed, epoch]).permutation(n)
+        take = order[index * batch_size : (index + 1) * batch_size]
+        return self.train_all[torch.from_numpy(take)]
+
+
+def _answer_logits(model: OlmoeForCausalLM, ids: torch.Tensor) -> torch.Tensor:
+    """Logits of the answer token (the last one), predicted at the position of ``=``; shape (n, vocab)."""
+    return model(input_ids=ids[:, :-1], logits_to_keep=1).logits[:, -1, :]
+
+
+@torch.no_grad()
+def _evaluate(model: OlmoeForCausalLM, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per item: answer-token NLL and exact-match correctness (argmax == answer)."""
+    losses, correct = [], []
+    for chunk in ids.split(_EVAL_BATCH):
+        logits = _answer_logits(model, chunk)
+        target = chunk[:, -1]
+        losses.append(torch.nn.functional.cross_entropy(logits, target, reduction="none"))
+        correct.append(logits.argmax(-1) == target)
+    return torch.cat(losses), torch.cat(correct)
+
+
+def _checkpoint_name(step: int) -> str:
+    return f"step-{step}"
+
+
+def _fingerprint(config: TestbedConfig, seed: int) -> dict[str, Any]:
+    """What identifies a run, as it reads back from JSON (tuples become lists)."""
+    fingerprint = {
+        "format_version": FORMAT_VERSION,
+        "seed": seed,
+        "config": dataclasses.asdict(config),
+    }
+    return json.loads(json.dumps(fingerprint))
+
+
+def _same_run_except_length(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    strip = lambda f: {**f, "config": {**f["config"], "max_steps": None}}  # noqa: E731
+    return strip(a) == strip(b)
+
+
+def _load_complete(out: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
+    path = out / SUMMARY
+    if not path.is_file():
+        return None
+    summary = json.loads(path.read_text())
+    if summary.get("fingerprint") != fingerprint or not summary.get("complete"):
+        return None
+    if not all((out / name / "model.safetensors").is_file() for name in summary["checkpoints"]):
+        return None
+    return summary
+
+
+def _check_foreign(out: Path, fingerprint: dict[str, Any]) -> None:
+    """Refuse to write into a directory that holds another testbed run (or stray checkpoints)."""
+    for name in (SUMMARY,):
+        path = out / name
+        if path.is_file():
+            other = json.loads(path.read_text()).get("fingerprint")
+            if other is not None and not _same_run_except_length(other, fingerprint):
+                raise InputError(
+                    f"{path}: holds a testbed run with another configuration or seed. "
+                    "Pass an empty or new out_dir, or delete that run."
+                )
+    if any(out.glob("step-*")) and not (out / RESUME).is_file():
+        raise InputError(
+            f"{out}: holds step-* checkpoints that this testbed run cannot resume. "
+            "Pass an empty or new out_dir, or delete them."
+        )
+
+
+def train_testbed(
+    out_dir: str | os.PathLike[str],
+    *,
+    config: TestbedConfig | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    threads: int = 1,
+) -> TestbedRun:
+    """Train the testbed MoE and save checkpoints, per-item held-out correctness and sample files.
+
+    Parameters
+    ----------
+    out_dir : path
+        Output directory (created). If it already holds the complete run of this configuration and
+        seed, nothing is trained; if it holds an interrupted one (or a shorter one), training resumes
+        from its last checkpoint and ends identical to an uninterrupted run.
+    config : TestbedConfig, optional
+        Defaults to ``TestbedConfig()``, the demo configuration.
+    seed : int
+        Seed of the corpus, the initialization and the data order.
+    progress : bool
+        Show a tqdm bar with step, training loss and held-out accuracy.
+    threads : int
+        torch CPU threads while training (restored afterwards). Results are bit-identical for a
+        seed on the same machine and thread count.
+
+    Returns
+    -------
+    TestbedRun
+
+    Examples
+    --------
+    >>> run = train_testbed("testbed-run", config=TestbedConfig.tiny(), progress=False)  # doctest: +SKIP
+    >>> run.steps[:3]  # doctest: +SKIP
+    (0, 5, 10)
+    """
+    config = TestbedConfig() if config is None else config
+    if not isinstance(config, TestbedConfig):
+        raise invalid_parameter("train_testbed", "config", "a TestbedConfig or None", config)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise invalid_parameter("train_testbed", "seed", "an int ≥ 0", seed)
+    if not isinstance(threads, int) or threads < 1:
+        raise invalid_parameter("train_testbed", "threads", "an int ≥ 1", threads)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: out_dir exists and is not a directory. Pass a directory path.")
+    out.mkdir(parents=True, exist_ok=True)
+    fingerprint = _fingerprint(config, seed)
+
+    summary = _load_complete(out, fingerprint)
+    if summary is not None:
+        return _result(out, summary, reused=True)
+    _check_foreign(out, fingerprint)
+    with _quiet_torch(threads):
+        summary = _train(out, config, seed, fingerprint, progress)
+    return _result(out, summary, reused=False)
+
+
+def _result(out: Path, summary: dict[str, Any], *, reused: bool) -> TestbedRun:
+    return TestbedRun(
+        out_dir=out,
+        checkpoints=tuple(out / name for name in summary["checkpoints"]),
+        steps=tuple(summary["steps"]),
+        accuracy_file=out / ACCURACY,
+        train_samples=out / TRAIN_SAMPLES,
+        validation_samples=out / VALIDATION_SAMPLES,
+        summary=out / SUMMARY,
+        curves=tuple(summary["curves"]),
+        train_seconds=summary["train_seconds"],
+        cpu_seconds=summary["cpu_seconds"],
+        reused=reused,
+    )
+
+
+def _train(
+    out: Path, config: TestbedConfig, seed: int, fingerprint: dict[str, Any], progress: bool
+) -> dict[str, Any]:
+    corpus = config.corpus(seed)
+    tokenizer = build_tokenizer(corpus.vocabulary())
+    data = _Data(corpus, tokenizer)
+    _write_sample_files(out, corpus, config, seed)
+    stop_domains = [d for d in data.domains if d in ARITHMETIC]
+
+    resume_path = out / RESUME
+    state = torch.load(resume_path, weights_only=False) if resume_path.is_file() else None
+    if state is not None and not (
+        _same_run_except_length(state["fingerprint"], fingerprint)
+        and state["step"] <= config.max_steps
+    ):
+        raise InputError(
+            f"{resume_path}: resume state of another configuration or seed, or of a longer run. "
+            "Pass an empty or new out_dir, or delete it."
+        )
+    if state is None:
+        torch.manual_seed(seed)
+        model = OlmoeForCausalLM(config.model_config(len(tokenizer)))
+        history: list[dict[str, Any]] = []
+        start, spent = 0, (0.0, 0.0)
+    else:
+        model = OlmoeForCausalLM.from_pretrained(out / state["checkpoint"])
+        history, start, spent = state["history"], state["step"], state["spent"]
+        # checkpoints a longer interrupted run left after the resume point are redone
+        for path in out.glob("step-*"):
+            if int(path.name.split("-")[1]) > start:
+                shutil.rmtree(path)
+    model.train()
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or "norm" in n]
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "norm" not in n]
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": config.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=config.lr,
+        betas=(config.beta1, config.beta2),
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / config.warmup_steps) if config.warmup_steps else 1.0
+    )
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+    t0 = (time.perf_counter(), time.process_time())
+
+    def checkpoint(step: int) -> bool:
+        """Evaluate, save ``step-<N>``, update the resume state; True when the stop rule fires."""
+        record = _evaluate_all(model, data)
+        name = _checkpoint_name(step)
+        tmp = out / f".{name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        shutil.rmtree(out / name, ignore_errors=True)
+        os.replace(tmp, out / name)
+        clock = (time.perf_counter() - t0[0], time.process_time() - t0[1])
+        record |= {
+            "step": step,
+            "checkpoint": name,
+            "spent": [a + b for a, b in zip(spent, clock, strict=True)],
+        }
+        history.append(record)
+        stopped = bool(stop_domains) and config.stop_accuracy is not None
+        stopped = stopped and all(
+            record["domains"][d]["heldout_accuracy"] >= config.stop_accuracy for d in stop_domains
+        )
+        tmp_state = out / (RESUME + ".tmp")
+        torch.save(
+            {
+                "fingerprint": fingerprint,
+                "step": step,
+                "checkpoint": name,
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "history": history,
+                "spent": record["spent"],
+                "stopped": stopped,
+            },
+            tmp_state,
+        )
+        os.replace(tmp_state, resume_path)
+        return stopped
+
+    bar = tqdm(
+        total=config.max_steps, initial=start, disable=not progress, desc="testbed", unit="step"
+    )
+    stopped = checkpoint(0) if state is None else state["stopped"]
+    step = start
+    while not stopped and step < config.max_steps:
+        step += 1
+        batch = data.batch(step, config.batch_size, seed)
+        loss = torch.nn.functional.cross_entropy(_answer_logits(model, batch), batch[:, -1])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        bar.update(1)
+        if step % config.checkpoint_every == 0 or step == config.max_steps:
+            stopped = checkpoint(step)
+            accs = history[-1]["domains"]
+            bar.set_postfix(
+                loss=f"{loss.item():.3f}",
+                **{d[:4]: f"{accs[d]['heldout_accuracy']:.2f}" for d in data.domains},
+            )
+    bar.close()
+    return _finish(out, config, seed, fingerprint, history, stopped, corpus)
+
+
+@torch.no_grad()
+def _evaluate_all(model: OlmoeForCausalLM, data: _Data) -> dict[str, Any]:
+    """Per-domain train / held-out loss and accuracy, held-out correctness, validation loss."""
+    model.eval()
+    record: dict[str, Any] = {"domains": {}, "correct": {}}
+    for name, train, test in zip(data.domains, data.train, data.test, strict=True):
+        train_loss, train_ok = _evaluate(model, train)
+        test_loss, test_ok = _evaluate(model, test)
+        record["domains"][name] = {
+            "train_loss": float(train_loss.mean()),
+            "train_accuracy": float(train_ok.float().mean()),
+            "heldout_loss": float(test_loss.mean()),
+            "heldout_accuracy": float(test_ok.float().mean()),
+        }
+        record["correct"][name] = test_ok.numpy().astype(np.uint8)
+    validation_loss = float(_evaluate(model, data.validation)[0].mean())
+    record["domains"]["validation"] = {"validation_loss": validation_loss}
+    model.train()
+    return record
+
+
+def _write_sample_files(out: Path, corpus: Corpus, config: TestbedConfig, seed: int) -> None:
+    """The probe set (a fixed subset of training items per domain) and the validation samples."""
+    rng = np.random.default_rng([seed, 1])
+    probe = []
+    for split in corpus.domains:
+        take = np.sort(rng.permutation(len(split.train))[: config.n_probe])
+        probe += item_records(split.name, split.train[take])
+    _write_jsonl(out / TRAIN_SAMPLES, probe)
+    _write_jsonl(out / VALIDATION_SAMPLES, corpus.validation_records())
+
+
+def _finish(
+    out: Path,
+    config: TestbedConfig,
+    seed: int,
+    fingerprint: dict[str, Any],
+    history: list[dict[str, Any]],
+    stopped: bool,
+    corpus: Corpus,
+) -> dict[str, Any]:
+    """Write ``accuracy.jsonl`` and the complete ``testbed.json``; return the summary."""
+    rows = []
+    for split in corpus.domains:
+        ids = [r["id"] for r in item_records(split.name, split.test)]
+        for record in history:
+            rows += [
+                {"step": record["step"], "domain": split.name, "item_id": i, "correct": int(c)}
+                for i, c in zip(ids, record["correct"][split.name].tolist(), strict=True)
+            ]
+    _write_jsonl(out / ACCURACY, rows)
+    curves = [
+        {"step": r["step"], "seconds": r["spent"][0], "cpu_seconds": r["spent"][1], "domain": d}
+        | values
+        for r in history
+        for d, values in r["domains"].items()
+    ]
+    seconds, cpu_seconds = history[-1]["spent"]
+    summary = {
+        "fingerprint": fingerprint,
+        "complete": True,
+        "stopped_early": stopped,
+        "seed": seed,
+        "config": dataclasses.asdict(config),
+        "checkpoints": [r["checkpoint"] for r in history],
+        "steps": [r["step"] for r in history],
+        "train_seconds": seconds,
+        "cpu_seconds": cpu_seconds,
+        "seconds_per_step": seconds / max(history[-1]["step"], 1),
+        "torch_version": torch.__version__,
+        "curves": curves,
+    }
+    _write_json(out / SUMMARY, summary)
+    return summary
