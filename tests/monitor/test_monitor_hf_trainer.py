@@ -12,7 +12,9 @@ from monitor_oracle import assert_records_match, make_probe, reference_records
 from transformers import OlmoeForCausalLM, Trainer, TrainingArguments
 
 from pathwatch.capture import capture
+from pathwatch.errors import InputError
 from pathwatch.monitor import JSONLSink, PathwayCallback, PathwayMonitor, TensorBoardSink
+from pathwatch.monitor.hf_trainer import STATE_FILE
 from pathwatch.pipeline import capture_run
 from tiny_models import build_tiny_model
 
@@ -20,7 +22,13 @@ SAVE_STEPS, MAX_STEPS, DELTA = 10, 40, 0.5
 
 
 def _train(
-    tmp_path: Path, probe: list[dict], sinks: list, *, on_evaluate: bool = False, **overrides
+    tmp_path: Path,
+    probe: list[dict],
+    sinks: list,
+    *,
+    on_evaluate: bool = False,
+    resume: str | None = None,
+    **overrides,
 ) -> PathwayMonitor:
     """Train a tiny OLMoE on the probe samples (so that it memorizes them) with the callback."""
     monitor = PathwayMonitor(probe, sinks=sinks, delta=DELTA, batch_size=8)
@@ -44,7 +52,7 @@ def _train(
     eval_data = data if args.eval_strategy != "no" else None
     Trainer(
         model=model, args=args, train_dataset=data, eval_dataset=eval_data, callbacks=[callback]
-    ).train()
+    ).train(resume_from_checkpoint=resume)
     return monitor
 
 
@@ -112,3 +120,31 @@ def test_trainer_callback_runs_at_evaluations_on_request_once_per_step(tmp_path)
     assert monitor.steps == [5, 10, 15, 20]
     rows = (tmp_path / "m.jsonl").read_text().splitlines()
     assert [json.loads(row)["step"] for row in rows] == [5, 10, 15, 20]
+
+
+def test_a_resumed_run_restores_the_monitor_history_from_the_checkpoint(tmp_path):
+    probe = make_probe()
+    first = _train(tmp_path, probe, [], max_steps=20)
+    checkpoint = tmp_path / "out" / "checkpoint-20"
+    assert json.loads((checkpoint / STATE_FILE).read_text())["steps"] == [10, 20]
+
+    resumed = _train(tmp_path, probe, [], max_steps=30, resume=str(checkpoint))
+    assert resumed.steps == [10, 20, 30]
+    np.testing.assert_array_equal(resumed.losses[:, :2], first.losses)
+    for restored, original in zip(resumed.history[:2], first.history, strict=True):
+        assert_records_match(restored, original, rel=0)
+    # step 30 judged memorization on all three checkpoints, exactly as the offline rule does
+    captures = []
+    for step in (10, 20, 30):
+        model = OlmoeForCausalLM.from_pretrained(
+            tmp_path / "out" / f"checkpoint-{step}", dtype=torch.float32
+        )
+        captures.append(capture(model, probe, batch_size=8))
+    want = reference_records(captures, [10, 20, 30], probe, delta=DELTA)
+    assert_records_match(resumed.history[-1], want[-1])
+
+
+def test_a_state_from_another_probe_set_is_rejected():
+    saved = PathwayMonitor(make_probe(2)).state_dict()
+    with pytest.raises(InputError, match="belongs to another probe set"):
+        PathwayMonitor(make_probe(3)).load_state_dict(saved)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
+import numpy as np
 import pytest
 import torch
 from monitor_oracle import assert_records_match, make_probe, reference_records
@@ -41,12 +42,12 @@ def _module(pl, model: torch.nn.Module):
     return CausalLM()
 
 
-def _trainer(pl, tmp_path, callback):
+def _trainer(pl, tmp_path, callback, max_steps=MAX_STEPS):
     checkpoints = pl.callbacks.ModelCheckpoint(
         dirpath=tmp_path / "ckpt", every_n_train_steps=EVERY, save_top_k=-1, filename="{step}"
     )
     return pl.Trainer(
-        max_steps=MAX_STEPS,
+        max_steps=max_steps,
         accelerator="cpu",
         devices=1,
         logger=False,
@@ -101,3 +102,20 @@ def test_missing_lightning_names_the_pip_command(monkeypatch):
     monkeypatch.setitem(sys.modules, "lightning", None)
     with pytest.raises(ImportError, match=r'pip install "pathwatch\[lightning\]"'):
         import pathwatch.monitor.lightning  # noqa: F401
+
+
+def test_a_resumed_lightning_run_restores_the_monitor_history(pl, tmp_path):
+    from pathwatch.monitor.lightning import PathwayLightningCallback
+
+    probe = make_probe()
+    data = torch.utils.data.DataLoader(torch.tensor([s["input_ids"] for s in probe]), batch_size=4)
+    first = PathwayMonitor(probe, delta=0.5)
+    module = _module(pl, build_tiny_model("olmoe", seed=0).train())
+    _trainer(pl, tmp_path, PathwayLightningCallback(first)).fit(module, data)
+
+    resumed = PathwayMonitor(probe, delta=0.5)
+    module = _module(pl, build_tiny_model("olmoe", seed=0).train())
+    trainer = _trainer(pl, tmp_path / "again", PathwayLightningCallback(resumed), MAX_STEPS + EVERY)
+    trainer.fit(module, data, ckpt_path=tmp_path / "ckpt" / f"step={MAX_STEPS}.ckpt")
+    assert resumed.steps == [*first.steps, MAX_STEPS + EVERY]
+    np.testing.assert_array_equal(resumed.losses[:, :-1], first.losses)

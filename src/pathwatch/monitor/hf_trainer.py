@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+import json
+import warnings
+from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from pathwatch.monitor.probe import PathwayMonitor
+
+STATE_FILE = "pathwatch_monitor.json"
+"""The monitor's state, saved in every ``checkpoint-<step>`` directory it monitored."""
 
 
 class PathwayCallback(TrainerCallback):
     """Run ``monitor`` on the trainer's model each time the trainer saves a checkpoint.
 
     The step is ``state.global_step``, so records line up with ``checkpoint-<step>`` directories and
-    the trainer's own logs. Only the main process (``state.is_world_process_zero``) runs the monitor,
-    on its replica of the model: models sharded across processes (FSDP, DeepSpeed ZeRO-3) are not
-    supported. The monitor's sinks are closed when training ends.
+    the trainer's own logs. The monitor's state (loss history, records) is saved as
+    ``checkpoint-<step>/pathwatch_monitor.json``; a run resumed from that checkpoint restores it, so
+    memorization is still judged on every checkpoint of the run. Only the main process
+    (``state.is_world_process_zero``) runs the monitor, on its replica of the model: models sharded
+    across processes (FSDP, DeepSpeed ZeRO-3) are not supported. The monitor's sinks are closed when
+    training ends.
 
     Parameters
     ----------
@@ -27,18 +37,39 @@ class PathwayCallback(TrainerCallback):
     Examples
     --------
     >>> monitor = PathwayMonitor(probe, sinks=[TensorBoardSink(args.logging_dir)])  # doctest: +SKIP
-    >>> trainer = Trainer(model, args, train_dataset=data, callbacks=[PathwayCallback(monitor)])  # doctest: +SKIP
+    >>> callbacks = [PathwayCallback(monitor)]  # doctest: +SKIP
+    >>> Trainer(model, args, train_dataset=data, callbacks=callbacks).train()  # doctest: +SKIP
     """
 
     def __init__(self, monitor: PathwayMonitor, *, on_evaluate: bool = False) -> None:
         self.monitor = monitor
         self.run_on_evaluate = on_evaluate
 
+    @staticmethod
+    def _checkpoint_dir(args: TrainingArguments, state: TrainerState) -> Path:
+        return Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+
     def _run(self, state: TrainerState, model: Any) -> None:
         """Monitor the model at the current step unless this step is done or this is not rank 0."""
         steps = self.monitor.steps
         if state.is_world_process_zero and (not steps or state.global_step > steps[-1]):
             self.monitor.on_checkpoint(model, state.global_step)
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        """On a resumed run, restore the monitor's state from the checkpoint resumed from."""
+        if not state.is_world_process_zero or state.global_step == 0 or self.monitor.steps:
+            return
+        path = self._checkpoint_dir(args, state) / STATE_FILE
+        if path.is_file():
+            self.monitor.load_state_dict(json.loads(path.read_text(encoding="utf-8")))
+        else:
+            warnings.warn(
+                f"pathwatch: resuming at step {state.global_step} without {path}; the monitor's "
+                "loss history restarts here.",
+                stacklevel=2,
+            )
 
     def on_save(
         self,
@@ -48,8 +79,13 @@ class PathwayCallback(TrainerCallback):
         model: Any = None,
         **kwargs: Any,
     ) -> None:
-        """Monitor the model that was just saved."""
+        """Monitor the model that was just saved and save the monitor's state beside it."""
         self._run(state, model)
+        directory = self._checkpoint_dir(args, state)
+        if state.is_world_process_zero and directory.is_dir():
+            partial = directory / f"{STATE_FILE}.partial"  # written whole, then renamed
+            partial.write_text(json.dumps(self.monitor.state_dict()), encoding="utf-8")
+            partial.replace(directory / STATE_FILE)
 
     def on_evaluate(
         self,

@@ -23,9 +23,10 @@ from pathwatch.monitor.probe import PathwayMonitor
 class PathwayLightningCallback(Callback):
     """Run ``monitor`` each time the Lightning trainer saves a checkpoint.
 
-    The step is ``trainer.global_step``. Only global rank zero runs the monitor, on its replica of
-    the model: models sharded across processes (FSDP, DeepSpeed ZeRO-3) are not supported. The
-    monitor's sinks are closed when training ends.
+    The step is ``trainer.global_step``. The monitor's state (loss history, records) is stored in
+    every checkpoint and restored when a run resumes from one (``fit(..., ckpt_path=...)``). Only
+    global rank zero runs the monitor, on its replica of the model: models sharded across processes
+    (FSDP, DeepSpeed ZeRO-3) are not supported. The monitor's sinks are closed when training ends.
 
     Parameters
     ----------
@@ -57,10 +58,21 @@ class PathwayLightningCallback(Callback):
     def on_save_checkpoint(
         self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        """Monitor the model being saved (once per step)."""
+        """Monitor the model being saved (once per step) and store the updated state with it."""
         steps = self.monitor.steps
         if trainer.is_global_zero and (not steps or trainer.global_step > steps[-1]):
             self.monitor.on_checkpoint(self._model(pl_module), trainer.global_step)
+        # Lightning collected state_dict() before this hook: store the state that includes this step
+        if "callbacks" in checkpoint:
+            checkpoint["callbacks"][self.state_key] = self.state_dict()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The monitor's state, stored by Lightning in every checkpoint."""
+        return self.monitor.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the monitor's state when Lightning resumes from a checkpoint (``ckpt_path``)."""
+        self.monitor.load_state_dict(state_dict)
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Close the monitor's sinks."""

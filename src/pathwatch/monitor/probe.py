@@ -297,6 +297,47 @@ class PathwayMonitor:
         )
         return True
 
+    def state_dict(self) -> dict[str, Any]:
+        """The monitor's memory as plain data, for resuming a run: sample ids, steps, losses, records.
+
+        Returns
+        -------
+        dict
+            ``{"sample_ids": [...], "steps": [...], "losses": (N, T) nested list, "history": [...]}``;
+            JSON-serializable (NaN aside, which Python's ``json`` writes and reads).
+        """
+        return {
+            "sample_ids": [sample.id for sample in self.samples],
+            "steps": list(self.steps),
+            "losses": self.losses.tolist(),
+            "history": [dict(record) for record in self.history],
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` saved, so that memorization is judged on the whole run.
+
+        Parameters
+        ----------
+        state : mapping
+            The output of :meth:`state_dict` of a monitor with the same probe set.
+        """
+        ids = [sample.id for sample in self.samples]
+        if state.get("sample_ids") != ids:
+            raise InputError(
+                "The saved monitor state belongs to another probe set (its sample ids differ from "
+                "this monitor's); resume with the samples the run was monitored with."
+            )
+        steps = [int(step) for step in state["steps"]]
+        losses = np.asarray(state["losses"], dtype=np.float64).reshape(len(ids), len(steps))
+        if len(state["history"]) != len(steps):
+            raise InputError(
+                f"The saved monitor state is inconsistent: {len(steps)} steps but "
+                f"{len(state['history'])} records."
+            )
+        self.steps = steps
+        self._losses = list(losses.T)
+        self.history = [dict(record) for record in state["history"]]
+
     def close(self) -> None:
         """Close every sink."""
         for sink in self.sinks:
