@@ -14,7 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 from pathwatch.errors import InputError, StoreError, UnsupportedModelError, invalid_parameter
 from pathwatch.store import CheckpointData, RunStore
-from pathwatch.store._io import TEMP_SUFFIX, remove_temporaries
+from pathwatch.store._io import (
+    LOCK_NAME,
+    TEMP_SUFFIX,
+    exclusive_lock,
+    remove_temporaries,
+    store_error,
+)
 from pathwatch.store.manifest import (
     MANIFEST_NAME,
     CheckpointInfo,
@@ -200,13 +206,18 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _is_ours(name: str) -> bool:
+    """Whether a file name is one a capture creates before its manifest (lock, temporary files)."""
+    return name == LOCK_NAME or name.endswith(TEMP_SUFFIX)
+
+
 def _existing_run(out: Path, manifest: Manifest) -> RunStore | None:
     """The run at ``out`` to resume, None for a new run; InputError if ``out`` cannot take this capture."""
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file; pass a directory for the run.")
     if not (out / MANIFEST_NAME).exists():
-        # a capture killed while writing its manifest leaves only a temporary file
-        if out.exists() and any(not p.name.endswith(TEMP_SUFFIX) for p in out.iterdir()):
+        # a capture killed before its manifest was written leaves only its lock and temporary files
+        if out.exists() and any(not _is_ours(p.name) for p in out.iterdir()):
             raise InputError(
                 f"--out {out} is a non-empty directory without a {MANIFEST_NAME}; pass a new or "
                 "empty directory for the run."
@@ -343,14 +354,19 @@ def capture_run(
     out = Path(out).expanduser()
     store = _existing_run(out, manifest)
     # every input is valid: writing starts here
-    if store is None:
-        store = RunStore.create(out, manifest)
     try:
-        store.samples()
-    except StoreError:  # absent or damaged: a previous capture stopped before writing it
-        store.write_samples(_sample_table(samples))
-    remove_temporaries(out)
-    _capture_missing(store, ckpts, samples, tokenizer, progress)
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise store_error(out, "creating", exc) from exc
+    with exclusive_lock(out):
+        if store is None:
+            store = RunStore.create(out, manifest)
+        try:
+            store.samples()
+        except StoreError:  # absent or damaged: a previous capture stopped before writing it
+            store.write_samples(_sample_table(samples))
+        remove_temporaries(out)
+        _capture_missing(store, ckpts, samples, tokenizer, progress)
     return store
 
 

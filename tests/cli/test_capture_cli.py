@@ -113,12 +113,26 @@ def test_capture_killed_while_writing_its_manifest_starts_over(
     out = tmp_path / "run"
     out.mkdir()
     (out / ".manifest.json.k1ll3d.tmp").write_text('{"format_')
+    (out / _io.LOCK_NAME).touch()  # its lock file (the lock itself died with the process)
     args = capture_args(checkpoints.series[:1], checkpoints.samples, out)
     assert run_cli(args, monkeypatch, capsys)[0] == 0
     assert RunStore(out).missing_units() == [] and list(out.rglob("*.tmp")) == []
     (out / "manifest.json").unlink()
     code, _, stderr = run_cli(args, monkeypatch, capsys)
     assert code == 2 and "is a non-empty directory without a manifest.json" in stderr
+
+
+def test_second_writer_is_refused_while_the_first_holds_the_run(
+    checkpoints: Checkpoints, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    out = tmp_path / "run"
+    args = capture_args(checkpoints.series[:1], checkpoints.samples, out)
+    out.mkdir()
+    with _io.exclusive_lock(out):  # what a running capture holds
+        code, _, stderr = run_cli(args, monkeypatch, capsys)
+    assert code == 1 and "another pathwatch process is writing this run" in stderr
+    assert not (out / "manifest.json").exists()
+    assert run_cli(args, monkeypatch, capsys)[0] == 0  # released with its holder
 
 
 def test_rerun_skips_finished_units_and_redoes_damaged_ones(

@@ -6,12 +6,14 @@ import contextlib
 import errno
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from pathwatch.errors import StoreError
 
 TEMP_SUFFIX = ".tmp"
+LOCK_NAME = ".lock"
 
 _FIXES = {
     errno.ENOSPC: "free disk space and re-run the same command to resume",
@@ -80,3 +82,34 @@ def remove_temporaries(directory: Path) -> int:
             tmp.unlink()
             removed += 1
     return removed
+
+
+@contextlib.contextmanager
+def exclusive_lock(directory: Path) -> Iterator[None]:
+    """Hold an advisory lock on ``directory`` so that one writer at a time works in it.
+
+    The operating system drops the lock when the holder dies, so a killed writer never blocks the
+    next one. Where ``fcntl`` is missing (Windows) no lock is taken.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    path = Path(directory) / LOCK_NAME
+    try:
+        handle = open(path, "a+b")  # noqa: SIM115 - held for the whole block
+    except OSError as exc:
+        raise store_error(path, "creating", exc) from exc
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise StoreError(
+                f"{directory}: another pathwatch process is writing this run. Wait for it to "
+                "finish, or pass another --out."
+            ) from exc
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
