@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 from html.parser import HTMLParser
@@ -11,12 +12,15 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image
 from report_tables import make_run
 
 from pathwatch.errors import InputError
 from pathwatch.report import build_report
 from pathwatch.report.figures import linear_fit
+from pathwatch.report.html import slugs
 from pathwatch.report.summary import fmt, fmt_p, load_tables, summarize
 
 FIGURES = (
@@ -269,3 +273,19 @@ def test_report_is_fast_enough(tmp_path: Path) -> None:
     assert elapsed < 60, (
         f"report took {elapsed:.1f} s"
     )  # target < 20 s on an idle core; CI is shared
+
+
+def test_odd_domain_names_are_escaped_and_get_distinct_files(tmp_path: Path) -> None:
+    run = make_run(tmp_path, n_steps=5, domains=("a b", "a_b", "<b>x</b>"), accuracy=False)
+    page = parse(build_report(run))
+    assert not page.find("b")  # the name is shown as text, never as markup
+    ids = [a["id"] for a in page.find("section") if a.get("id", "").startswith("domain-")]
+    assert len(ids) == len(set(ids)) == 4
+    assert len(list((run / "figures").glob("*.png"))) == 4 * 4
+
+
+@given(st.lists(st.text(max_size=6), unique=True, max_size=8))
+def test_slugs_are_distinct_and_safe(names: list[str]) -> None:
+    stems = slugs(names)
+    assert len(set(stems.values())) == len(names)
+    assert all(re.fullmatch(r"[A-Za-z0-9_.-]+", s) for s in stems.values())

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pathwatch.errors import StoreError
 from pathwatch.report.figures import domain_charts, render_png
-from pathwatch.report.html import render_html, slug
+from pathwatch.report.html import render_html, slugs
 from pathwatch.report.summary import load_tables, summarize
 
 __all__ = ["build_report"]
@@ -57,9 +57,10 @@ def build_report(run_dir: str | Path, *, out: str | Path | None = None) -> Path:
         # build everything under temporary names, then swap in: never a half-written report
         staging = Path(tempfile.mkdtemp(prefix=".report-", dir=out))
         try:
+            stems = slugs(list(charts))  # the same names as the HTML section ids
             for domain, domain_list in charts.items():
                 for chart in domain_list:
-                    render_png(chart, staging / "figures" / f"{slug(domain)}-{chart.key}.png")
+                    render_png(chart, staging / "figures" / f"{stems[domain]}-{chart.key}.png")
             (staging / "report.html").write_text(page, encoding="utf-8")
             figures = out / "figures"
             if figures.exists():

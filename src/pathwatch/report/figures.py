@@ -30,7 +30,7 @@ METRICS: dict[str, str] = {
 
 @dataclass(frozen=True)
 class Trace:
-    """One series: a line, markers, a shaded band between ``y`` and ``y_high``, or a bar."""
+    """One series: a line, markers, or a shaded band between ``y`` and ``y_high``."""
 
     x: np.ndarray
     y: np.ndarray

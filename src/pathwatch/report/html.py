@@ -47,9 +47,17 @@ th { background: #f4f4f4; } td.text { text-align: left; }
 """
 
 
-def slug(name: str) -> str:
-    """A name as an HTML id / file-name fragment (letters, digits, ``_.-``)."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "_"
+def slugs(names: list[str]) -> dict[str, str]:
+    """Each name as a distinct HTML id / file-name fragment (letters, digits, ``_.-``)."""
+    out: dict[str, str] = {}
+    for name in names:
+        base = re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "_"
+        stem, n = base, 1
+        while stem in out.values():
+            n += 1
+            stem = f"{base}-{n}"
+        out[name] = stem
+    return out
 
 
 def _plotly_trace(t: Trace, xref: str, yref: str) -> dict:
@@ -171,8 +179,8 @@ def to_plotly(chart: Chart) -> dict:
     return {"data": data, "layout": layout}
 
 
-def _figure_html(chart: Chart, domain: str) -> str:
-    div_id = f"fig-{slug(domain)}-{chart.key}"
+def _figure_html(chart: Chart, domain: str, stem: str) -> str:
+    div_id = f"fig-{stem}-{chart.key}"
     body = pio.to_html(
         to_plotly(chart),
         include_plotlyjs=False,
@@ -236,8 +244,9 @@ def render_html(tables: RunTables, findings: list[Finding], charts: dict[str, li
         One self-contained HTML document.
     """
     title = f"pathwatch report — {tables.run_dir.name}"
+    ids = slugs(list(charts))
     nav = " ".join(
-        f'<a href="#domain-{slug(d)}">{"all domains" if d == POOLED else escape(d)}</a>'
+        f'<a href="#domain-{ids[d]}">{"all domains" if d == POOLED else escape(d)}</a>'
         for d in charts
     )
     if tables.correlations is not None:
@@ -252,9 +261,9 @@ def render_html(tables: RunTables, findings: list[Finding], charts: dict[str, li
     sections = []
     for domain, domain_charts in charts.items():
         name = "All domains pooled" if domain == POOLED else f"Domain: {escape(domain)}"
-        figures = "".join(_figure_html(c, domain) for c in domain_charts)
+        figures = "".join(_figure_html(c, domain, ids[domain]) for c in domain_charts)
         sections.append(
-            f'<section id="domain-{slug(domain)}" data-domain="{escape(domain)}">'
+            f'<section id="domain-{ids[domain]}" data-domain="{escape(domain)}">'
             f"<h2>{name}</h2>{figures}</section>"
         )
     if tables.correlations is not None:

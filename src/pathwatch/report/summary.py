@@ -235,7 +235,7 @@ def _run_finding(t: RunTables) -> Finding:
     n_samples = t.onsets.height
     model = t.manifest.get("model", {}) if isinstance(t.manifest.get("model"), dict) else {}
     family = model.get("family") or model.get("model_type")
-    of_model = f" of a {family} model" if family else ""
+    of_model = f" (model family {family})" if family else ""
     text = (
         f"{n_samples:,} training samples in {len(domains)} domain(s) ({', '.join(domains)}), "
         f"{len(steps)} checkpoints{of_model} from step {fmt_step(steps[0])} to "
@@ -248,20 +248,23 @@ def _run_finding(t: RunTables) -> Finding:
 
 def _memorization_findings(t: RunTables) -> list[Finding]:
     out = []
+    last = t.steps[-1]
     for row in t.epsilon.sort("domain").iter_rows(named=True):
         sel = t.onsets if row["domain"] == POOLED else t.onsets.filter(domain=row["domain"])
-        n_mem = int((sel["mem_onset"] >= 0).sum())
+        onset = sel["mem_onset"].to_numpy()
+        n_mem, n_before = int((onset >= 0).sum()), int(((onset >= 0) & (onset < last)).sum())
         out.append(
             Finding(
                 "memorization",
                 f"{row['domain']}: ε = {fmt(row['epsilon'], 3)} memorizes "
                 f"{fmt(100 * row['memorized_fraction'], 1)}% of samples before the last "
-                f"checkpoint ({n_mem} of {sel.height} have an onset).",
+                f"checkpoint ({n_before} of {sel.height}; {n_mem} counting the last checkpoint).",
                 {
                     "domain": row["domain"],
                     "epsilon": row["epsilon"],
                     "memorized_fraction": row["memorized_fraction"],
                     "n_memorized": n_mem,
+                    "n_before_last": n_before,
                 },
             )
         )
@@ -278,12 +281,19 @@ def _distance_finding(t: RunTables) -> Finding | None:
         return None
     d, s = rows["distance"].to_numpy(), rows["step"].to_numpy()
     peak = int(np.argmax(d))
-    text = (
-        f"Pooled pathway distance is {fmt(d[0], 1)} at step {fmt_step(s[0])}, peaks at "
-        f"{fmt(d[peak], 1)} at step {fmt_step(s[peak])} and ends at {fmt(d[-1], 1)} at step "
-        f"{fmt_step(s[-1])}"
+    start, end = (
+        f"{fmt(d[0], 1)} at step {fmt_step(s[0])}",
+        f"{fmt(d[-1], 1)} at step {fmt_step(s[-1])}",
     )
-    text += " — it rises and then falls." if 0 < peak < len(d) - 1 and d[-1] < d[peak] else "."
+    if 0 < peak < len(d) - 1:
+        shape = " — it rises and then falls" if d[-1] < d[peak] else ""
+        text = (
+            f"Pooled pathway distance goes from {start} up to {fmt(d[peak], 1)} at step "
+            f"{fmt_step(s[peak])} and ends at {end}{shape}."
+        )
+    else:
+        where = "first" if peak == 0 else "last"
+        text = f"Pooled pathway distance goes from {start} to {end}, highest at the {where} checkpoint."
     return Finding(
         "distance", text, {"first": d[0], "peak": d[peak], "peak_step": s[peak], "last": d[-1]}
     )
@@ -413,17 +423,22 @@ def _missing_findings(t: RunTables) -> list[Finding]:
             )
         ]
     lacking = [
-        label
-        for label, table in (
-            ("per-item test onsets", t.test_onsets),
-            ("matched groups", t.matches),
-            ("correlations", t.correlations),
+        Finding("missing", text)
+        for text, table in (
+            (
+                "No per-item test onsets: the accuracy file has no per-item correctness, so there "
+                "are no generalization onsets or matched groups.",
+                t.test_onsets,
+            ),
+            (
+                "No matched train/test groups: pairing needs the test items' texts at analysis.",
+                t.matches if t.test_onsets is not None else True,
+            ),
+            ("No correlations table.", t.correlations),
         )
         if table is None
     ]
-    if lacking:
-        return [Finding("missing", f"The run has no {', no '.join(lacking)} table.")]
-    return []
+    return lacking
 
 
 def summarize(tables: RunTables) -> list[Finding]:
