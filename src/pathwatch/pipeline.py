@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pathwatch import __version__
 from pathwatch.errors import InputError, StoreError, UnsupportedModelError, invalid_parameter
 from pathwatch.store import CheckpointData, RunStore
 from pathwatch.store._io import (
@@ -339,8 +340,6 @@ def capture_run(
             "(stored per sample as 'truncated').",
             stacklevel=2,
         )
-
-    from pathwatch import __version__
 
     manifest = Manifest(
         model=ckpts[0].model,
