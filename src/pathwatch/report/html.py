@@ -64,7 +64,7 @@ def _plotly_trace(t: Trace, xref: str, yref: str) -> dict:
     x, y = np.asarray(t.x).tolist(), np.asarray(t.y).tolist()
     common = {
         "type": "scatter",
-        "name": t.name,
+        "name": escape(t.name),
         "xaxis": xref,
         "yaxis": yref,
         "showlegend": t.legend,
