@@ -1,4 +1,4 @@
-"""Tiny randomly initialised causal LMs of every supported MoE family, for fast CPU tests.
+"""Tiny randomly initialised causal LMs of every known MoE family, for fast CPU tests.
 
 Shared test helper: ``build_tiny_model("olmoe")`` gives a float32 model in eval mode with hidden size
 64, 4 decoder layers, 4-8 experts and a 128-token vocabulary. Keyword overrides go to the config,
@@ -89,6 +89,22 @@ TINY_CONFIGS: dict[str, dict[str, Any]] = {
         "qk_rope_head_dim": 8,
         "qk_nope_head_dim": 8,
         "v_head_dim": 16,
+    },
+    "glm4_moe": {
+        "intermediate_size": 64,
+        "moe_intermediate_size": 32,
+        "n_routed_experts": 8,
+        "n_shared_experts": 1,
+        "num_experts_per_tok": 2,
+        "first_k_dense_replace": 1,
+    },
+    "dots1": {
+        "intermediate_size": 64,
+        "moe_intermediate_size": 32,
+        "n_routed_experts": 8,
+        "n_shared_experts": 1,
+        "num_experts_per_tok": 2,
+        "first_k_dense_replace": 2,
     },
 }
 

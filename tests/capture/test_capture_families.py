@@ -39,8 +39,9 @@ def _normalized_sigmoid(x: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(x) / torch.sigmoid(x).sum(dim=-1, keepdim=True)
 
 
-# the paper's per-token probability for each family (DeepSeek-V3: gate scores normalized per token)
-ORACLE_SCORING = {family: _softmax for family in FAMILIES} | {"deepseek_v3": _normalized_sigmoid}
+# the paper's per-token probability for each family (sigmoid gates: scores normalized per token)
+SIGMOID_GATED = ("deepseek_v3", "glm4_moe", "dots1")
+ORACLE_SCORING = {f: _normalized_sigmoid if f in SIGMOID_GATED else _softmax for f in FAMILIES}
 
 
 def _random_samples(seed: int, n: int = 7, low: int = 2, high: int = 20) -> list[list[int]]:
@@ -142,7 +143,10 @@ def test_text_samples_leave_the_prompt_unscored_but_routed(tiny_models):
     nll = torch.nn.functional.cross_entropy(logits, tokens[0, 1:], reduction="none")
 
     cap = pw.capture(
-        model, [{"prompt": prompt, "text": answer}, f"{prompt} {answer}"], tokenizer, batch_size=2
+        model,
+        [{"prompt": prompt, "text": f"{prompt} {answer}"}, f"{prompt} {answer}"],
+        tokenizer,
+        batch_size=2,
     )
 
     assert cap.loss[0] == pytest.approx(nll[n_prompt - 1 :].mean().item(), abs=ATOL)
@@ -281,3 +285,19 @@ def test_bad_input_gets_a_one_line_input_error(tiny_models, samples, kwargs, mat
     with pytest.raises(InputError, match=match) as info:
         pw.capture(tiny_models["olmoe"], samples, **kwargs)
     assert "\n" not in str(info.value)
+
+
+def test_chunked_loss_equals_one_chunk(tiny_models, monkeypatch):
+    model = tiny_models["olmoe"]
+    samples = _random_samples(seed=6, n=5)
+    whole = pw.capture(model, samples, batch_size=5)
+    monkeypatch.setattr("pathwatch.capture._LOSS_CHUNK", 3 * VOCAB)  # 3 positions per chunk
+    np.testing.assert_allclose(pw.capture(model, samples, batch_size=5).loss, whole.loss, atol=ATOL)
+
+
+def test_progress_bar_counts_samples(tiny_models, capsys):
+    pw.capture(tiny_models["olmoe"], _random_samples(seed=7, n=5), batch_size=2, progress=True)
+    err = capsys.readouterr().err
+    assert "capture" in err
+    assert "5/5" in err
+    assert "sample/s" in err

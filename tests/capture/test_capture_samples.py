@@ -27,13 +27,13 @@ def test_jsonl_samples_with_defaults(tmp_path):
             {"text": "1 + 2 = 3", "domain": "math"},
             "",
             {"id": 7, "input_ids": [1, 5, 6], "loss_mask": [0, 0, 1], "extra": "kept out"},
-            {"id": "q", "prompt": "the cat", "text": "sat"},
+            {"id": "q", "prompt": "the cat", "text": "the cat sat"},
         ],
     )
     assert read_samples(path) == [
         Sample(id="0", domain="math", text="1 + 2 = 3"),
         Sample(id="7", input_ids=(1, 5, 6), loss_mask=(0, 0, 1)),
-        Sample(id="q", text="sat", prompt="the cat"),
+        Sample(id="q", text="the cat sat", prompt="the cat"),
     ]
 
 
@@ -86,6 +86,11 @@ def test_jsonl_round_trip(tmp_path_factory, texts, domains):
         ),
         (['{"text": "a", "loss_mask": [1]}'], r"field 'loss_mask' needs 'input_ids'"),
         (['{"input_ids": [1, 2], "prompt": "a"}'], r"field 'prompt' needs 'text'"),
+        (
+            ['{"text": "1 + 2 = 3", "prompt": "2 + 1 ="}'],
+            r"s\.jsonl:1: field 'prompt' must be the start of field 'text'",
+        ),
+        (['{"text": "1 + 2", "prompt": "1 + 2"}'], r"field 'prompt' must be the start"),
         (["[1, 2, 3]"], r"s\.jsonl:1: each line must be a JSON object; got list"),
         (["", "  "], r"s\.jsonl: the file has no samples"),
     ],

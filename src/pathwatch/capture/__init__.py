@@ -27,6 +27,7 @@ from pathwatch.errors import InputError, invalid_parameter, unknown_name
 __all__ = ["Capture", "Sample", "capture", "read_samples"]
 
 PADDING_SIDES = ("right", "left")
+_LOSS_CHUNK = 2**21  # logits per cross-entropy call (8 MiB of float32)
 
 
 @dataclass(frozen=True)
@@ -87,11 +88,22 @@ def _pad(
 
 
 def _token_loss(logits: torch.Tensor, ids: torch.Tensor, scored: torch.Tensor) -> torch.Tensor:
-    """Mean next-token NLL per sample over the scored targets, float32 of shape (B,)."""
+    """Mean next-token NLL per sample over the scored targets, float32 of shape (B,).
+
+    Cross-entropy runs over chunks of about ``_LOSS_CHUNK`` logits: a full (B * S, V) log-softmax
+    buffer is a fresh allocation per batch whose page faults cost more than the arithmetic.
+    """
     targets = torch.full_like(ids, -100)  # position t predicts token t + 1; -100 is not scored
     targets[:, :-1] = torch.where(scored[:, 1:], ids[:, 1:], -100)
-    nll = F.cross_entropy(
-        logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100, reduction="none"
+    flat_logits, flat_targets = logits.flatten(0, 1), targets.flatten()
+    step = max(1, _LOSS_CHUNK // flat_logits.shape[-1])
+    nll = torch.cat(
+        [
+            F.cross_entropy(
+                flat_logits[i : i + step].float(), flat_targets[i : i + step], reduction="none"
+            )
+            for i in range(0, flat_targets.numel(), step)
+        ]
     )
     return nll.view_as(ids).sum(dim=1) / scored[:, 1:].sum(dim=1).clamp(min=1)
 

@@ -1,6 +1,6 @@
 """Samples: read them from JSONL or Parquet, check them, and turn them into token ids.
 
-A sample is text (``text``, optionally after an unscored ``prompt``) or token ids (``input_ids``,
+A sample is text (``text``, optionally starting with an unscored ``prompt``) or token ids (``input_ids``,
 optionally with a ``loss_mask`` that is 1 where a token is a scored *target*), with an ``id`` (default:
 its position) and a ``domain`` (default ``"default"``; ``"all"`` is reserved for pooled analysis rows).
 """
@@ -144,10 +144,14 @@ def to_sample(obj: object, index: int, *, where: str | None = None) -> Sample:
                 f"{where}: field 'loss_mask' needs 'input_ids'; for text use 'prompt' to leave "
                 "the prompt unscored."
             )
+        text = _text(fields["text"], where, "text")
         prompt = _text(fields["prompt"], where, "prompt") if "prompt" in fields else None
-        return Sample(
-            str(sample_id), domain, text=_text(fields["text"], where, "text"), prompt=prompt
-        )
+        if prompt is not None and (not text.startswith(prompt) or text == prompt):
+            raise InputError(
+                f"{where}: field 'prompt' must be the start of field 'text' (the unscored prefix of "
+                f"the sample) and shorter than it; got prompt {_short(prompt)} and text {_short(text)}."
+            )
+        return Sample(str(sample_id), domain, text=text, prompt=prompt)
     if "prompt" in fields:
         raise InputError(
             f"{where}: field 'prompt' needs 'text'; for token ids use 'loss_mask' (1 = scored target)."
@@ -270,8 +274,9 @@ def encode_samples(
 ) -> Encoded:
     """Token ids and scored-target masks of checked samples, cut to ``max_length`` tokens.
 
-    Text is tokenized with the tokenizer's special tokens; a ``prompt`` is tokenized the same way and
-    the text is appended without special tokens, so that the prompt's tokens are never targets.
+    Text is tokenized with the tokenizer's special tokens. A sample with a ``prompt`` (the start of
+    its text) is tokenized in two parts — the prompt with special tokens, the rest of the text without
+    — so that the prompt's tokens are never targets.
 
     Raises
     ------
@@ -293,9 +298,10 @@ def encode_samples(
             token_ids.update(zip(plain, map(list, encoded), strict=True))
         if with_prompt:
             prompts = tokenizer([samples[i].prompt for i in with_prompt])["input_ids"]
-            bodies = tokenizer([samples[i].text for i in with_prompt], add_special_tokens=False)[
-                "input_ids"
-            ]
+            bodies = tokenizer(
+                [samples[i].text[len(samples[i].prompt) :] for i in with_prompt],
+                add_special_tokens=False,
+            )["input_ids"]
             for i, prompt, body in zip(with_prompt, prompts, bodies, strict=True):
                 token_ids[i] = [*prompt, *body]
                 n_unscored[i] = len(prompt)
