@@ -6,11 +6,13 @@ import json
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 import torch
 from monitor_oracle import assert_records_match, make_probe, reference_records
 from transformers import OlmoeForCausalLM, Trainer, TrainingArguments
 
+from pathwatch.analysis import AnalyzeConfig, analyze_run
 from pathwatch.capture import capture
 from pathwatch.errors import InputError
 from pathwatch.monitor import JSONLSink, PathwayCallback, PathwayMonitor, TensorBoardSink
@@ -92,6 +94,24 @@ def test_trainer_callback_logs_the_metrics_of_each_saved_checkpoint(tmp_path):
     run = capture_run(checkpoints, samples, tmp_path / "run", batch_size=8, progress=False)
     offline = np.stack([run.load_checkpoint(step).loss for step in steps], axis=1)
     np.testing.assert_allclose(monitor.losses, offline, rtol=1e-6)
+
+    # ... and `pathwatch analyze` on that run reports the monitor's numbers
+    tables = analyze_run(run.path, config=AnalyzeConfig(delta=DELTA), progress=False).tables
+    whole = tables["group_metrics"].filter((pl.col("group") == "all") & (pl.col("layer") == -1))
+    assert whole.select("step", "domain").sort("step", "domain").rows() == [
+        (step, domain) for step in steps for domain in ("all", "alpha", "beta")
+    ]
+    for row in rows:
+        for offline_row in whole.filter(pl.col("step") == row["step"]).iter_rows(named=True):
+            for metric in ("distance", "loss", "consistency", "smoothness", "adjacent_cosine"):
+                got = row[f"{metric}/{offline_row['domain']}"]
+                assert got == pytest.approx(offline_row[metric], rel=1e-6, nan_ok=True), metric
+            assert row[f"consistency_nan/{offline_row['domain']}"] == offline_row["consistency_nan"]
+    # at the last checkpoint the online memorization rule is the offline one (same ε, same fraction)
+    for epsilon_row in tables["epsilon"].iter_rows(named=True):
+        domain = epsilon_row["domain"]
+        assert rows[-1][f"epsilon/{domain}"] == pytest.approx(epsilon_row["epsilon"])
+        assert rows[-1][f"memorized_fraction/{domain}"] == epsilon_row["memorized_fraction"]
 
     events = EventAccumulator(str(tmp_path / "tb"))
     events.Reload()
