@@ -21,7 +21,6 @@ about 6 experts (4-10 in most layers) pass 0.7, as with OLMoE's top-8 routing.
 from __future__ import annotations
 
 import argparse
-import resource
 import subprocess
 import sys
 import time
@@ -39,10 +38,14 @@ def paper_like_weights(
 ) -> np.ndarray:
     """Mean routing weights of shape (n, n_layers, n_experts), float32, rows summing to 1."""
     rng = np.random.default_rng(seed)
-    shared = rng.normal(size=(1, n_layers, n_experts))
-    logits = 2.2 * (0.5 * shared + 0.85 * rng.normal(size=(n, n_layers, n_experts)))
-    weights = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return (weights / weights.sum(axis=-1, keepdims=True)).astype(np.float32)
+    shared = rng.standard_normal((1, n_layers, n_experts), dtype=np.float32)
+    logits = rng.standard_normal((n, n_layers, n_experts), dtype=np.float32)
+    logits *= 2.2 * 0.85
+    logits += 2.2 * 0.5 * shared
+    logits -= logits.max(axis=-1, keepdims=True)
+    weights = np.exp(logits, out=logits)
+    weights /= weights.sum(axis=-1, keepdims=True)
+    return weights
 
 
 def dp_levenshtein(a: str, b: str) -> int:
@@ -56,15 +59,11 @@ def dp_levenshtein(a: str, b: str) -> int:
     return previous[-1]
 
 
-def peak_rss_mib() -> float:
-    """Peak resident memory of this process so far, in MiB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def rss_mib() -> float:
-    """Current resident memory of this process, in MiB (Linux)."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+def memory_mib() -> tuple[float, float]:
+    """Current and peak resident memory of this process image, in MiB (Linux VmRSS, VmHWM)."""
+    with open("/proc/self/status") as f:
+        fields = dict(line.split(":", 1) for line in f)
+    return tuple(int(fields[key].split()[0]) / 1024 for key in ("VmRSS", "VmHWM"))
 
 
 def probe(n: int) -> None:
@@ -72,10 +71,10 @@ def probe(n: int) -> None:
     ids = np.random.default_rng(0).integers(0, 10, size=(n, 1, 1))
     p = Pathways(ids, np.ones((n, 1), dtype=np.int64))
     p.strings()
-    before = rss_mib()
+    before = memory_mib()[0]
     start = time.perf_counter()
     pw.mean_pairwise_distance(p)
-    print(f"{time.perf_counter() - start:.1f} {before:.1f} {peak_rss_mib():.1f}")
+    print(f"{time.perf_counter() - start:.1f} {before:.1f} {memory_mib()[1]:.1f}")
 
 
 def row(*cells: object) -> None:
@@ -183,8 +182,10 @@ def main() -> None:
         row(f"{n:,}", f"{n * (n - 1) // 2:,}", out[0], out[1], out[2], f"{n * n * 2 / 2**20:,.0f}")
 
     print(f"\n## {args.large:,} paper-like pathways\n")
+    weights = paper_like_weights(args.large, seed=1)
+    before = memory_mib()[0]
     start = time.perf_counter()
-    large = pw.pathways(paper_like_weights(args.large, seed=1))
+    large = pw.pathways(weights)
     built = time.perf_counter() - start
     start = time.perf_counter()
     large.strings()
@@ -197,7 +198,9 @@ def main() -> None:
         f"pathways {built:.1f} s, strings {stringified:.1f} s, sampled mean over "
         f"{s.n_pairs:,} pairs {sampled:.1f} s: {s.mean:.2f} [{s.ci_low:.2f}, {s.ci_high:.2f}]; "
         f"exact ({total:,} pairs) extrapolated at the rate above: "
-        f"{total / (n_pairs / ours) / 60:,.0f} min; peak RSS of this process {peak_rss_mib():,.0f} MiB"
+        f"{total / (n_pairs / ours) / 60:,.0f} min. RSS with the {weights.nbytes / 2**20:,.0f} MiB "
+        f"weights loaded {before:,.0f} MiB; after pathways, strings and sampling "
+        f"{memory_mib()[0]:,.0f} MiB (peak of the whole benchmark {memory_mib()[1]:,.0f} MiB)"
     )
 
 

@@ -156,6 +156,7 @@ def test_empty_input_gives_empty_pathways():
             {"mean_weights": np.ones(4)},
             "The 'mean_weights' parameter of pathways must be an array of shape",
         ),
+        ({"mean_weights": np.ones((2, 0, 4))}, "L, E >= 1. Got (2, 0, 4) instead."),
         ({"mean_weights": np.full((1, 1, 2), np.nan)}, "must be finite and non-negative"),
         ({"mean_weights": -np.ones((1, 1, 2))}, "must be finite and non-negative"),
         ({"mean_weights": [["a", "b"]]}, "must be a numeric array"),

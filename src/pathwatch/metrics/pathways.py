@@ -224,14 +224,14 @@ def pathways(mean_weights: npt.ArrayLike, threshold: float = 0.7) -> Pathways:
         raise invalid_parameter(
             "pathways", "mean_weights", "a numeric array of shape (N, L, E)", f"dtype {w.dtype}"
         )
-    if w.ndim != 3 or w.shape[2] == 0:
+    if w.ndim != 3 or 0 in w.shape[1:]:
         hint = "; for one sample pass mean_weights[None]" if w.ndim == 2 else ""
         raise invalid_parameter(
-            "pathways", "mean_weights", f"an array of shape (N, L, E){hint}", w.shape
+            "pathways", "mean_weights", f"an array of shape (N, L, E), L, E >= 1{hint}", w.shape
         )
     n, n_layers, n_experts = w.shape
     dtype = np.int16 if n_experts <= np.iinfo(np.int16).max else np.int32
-    chunk = max(1, _CHUNK_ELEMENTS // (n_layers * n_experts or 1))
+    chunk = max(1, _CHUNK_ELEMENTS // (n_layers * n_experts))
     parts = []
     for start in range(0, n, chunk):
         x = w[start : start + chunk].astype(np.float64)
@@ -259,7 +259,7 @@ PathwaysLike = Pathways | Sequence[str | Sequence[Sequence[int]]]
 def _parse(text: str) -> list[tuple[int, ...]]:
     """The pathway of a pathway string such as ``"3,1,5-9,1"``."""
     try:
-        return [tuple(int(e) for e in layer.split(",")) for layer in text.split("-")]
+        return [tuple(int(e) for e in layer.split(_ID_SEP)) for layer in text.split(_LAYER_SEP)]
     except ValueError as exc:
         raise invalid_parameter(
             "Pathways.from_lists", "pathways", "pathway strings such as '3,1,5-9,1'", text
