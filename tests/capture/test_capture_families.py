@@ -251,11 +251,14 @@ def test_hooks_are_removed_after_an_exception(tiny_models):
     assert _hooks(model) == before
 
 
-def test_capture_restores_training_mode_and_leaves_no_hooks():
+def test_capture_restores_every_modules_mode_and_leaves_no_hooks():
     model = build_tiny_model("mixtral").train()
+    model.model.layers[1].eval()
+    modes = {name: module.training for name, module in model.named_modules()}
     before = _hooks(model)
     pw.capture(model, [[5, 6, 7]])
-    assert model.training
+    assert {name: module.training for name, module in model.named_modules()} == modes
+    assert not all(modes.values())
     assert _hooks(model) == before
 
 

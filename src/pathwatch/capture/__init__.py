@@ -119,10 +119,11 @@ def _forward(
     recorder.expect(real)
     attention_mask = real.long()
     position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
-    out = model(
+    logits = model(
         input_ids=ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
-    )
-    return recorder.means(), _token_loss(out.logits, ids, scored)
+    ).logits
+    loss = _token_loss(logits, ids.to(logits.device), scored.to(logits.device))
+    return recorder.means(), loss.to(ids.device)
 
 
 def capture(
@@ -200,7 +201,7 @@ def capture(
     n, n_layers = len(checked), len(routers.layers)
     mean_weights = np.empty((n, n_layers, routers.n_experts), np.float32)
     loss = np.empty(n, np.float32)
-    was_training = model.training
+    modes = [(module, module.training) for module in model.modules()]
     model.eval()
     try:
         with (
@@ -217,7 +218,8 @@ def capture(
                 loss[rows] = batch_loss.cpu().numpy()
                 bar.update(rows.size)
     finally:
-        model.train(was_training)
+        for module, training in modes:
+            module.training = training
     bad = ~(np.isfinite(loss) & np.isfinite(mean_weights).all(axis=(1, 2)))
     if bad.any():
         first = int(np.flatnonzero(bad)[0])

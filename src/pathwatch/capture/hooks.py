@@ -87,7 +87,8 @@ class RoutingRecorder:
             raise RuntimeError(
                 f"routers of decoder layers {missing} did not run in the forward pass"
             )
-        return torch.stack(self._means, dim=1)  # type: ignore[arg-type]
+        device = self._mask.device  # type: ignore[union-attr]
+        return torch.stack([m.to(device) for m in self._means], dim=1)  # type: ignore[union-attr]
 
     def _hook(self, layer: int) -> Any:
         index = self._routers.output_index
@@ -96,14 +97,15 @@ class RoutingRecorder:
             if self._mask is None:
                 raise RuntimeError("RoutingRecorder.expect(mask) must be called before the forward")
             scores = output[index] if isinstance(output, (tuple, list)) else output
-            batch, length = self._mask.shape
-            scores = scores.reshape(batch, length, -1)
+            # a no-op unless the model is split over devices (device_map)
+            mask, weights = self._mask.to(scores.device), self._weights.to(scores.device)
+            scores = scores.reshape(*mask.shape, -1)
             if self._scorings[layer] is None:
-                raw = is_probability(scores[self._mask])
+                raw = is_probability(scores[mask])
                 self._scorings[layer] = "identity" if raw else self._routers.family.scoring
             probs = SCORINGS[self._scorings[layer]](scores)
             # zero padding first: a padded position may hold NaN, and NaN * 0 is NaN
-            probs = torch.where(self._mask[..., None], probs, 0.0)
-            self._means[layer] = torch.bmm(self._weights, probs).squeeze(1)
+            probs = torch.where(mask[..., None], probs, 0.0)
+            self._means[layer] = torch.bmm(weights, probs).squeeze(1)
 
         return hook
