@@ -224,9 +224,9 @@ def fmt_p(p: float) -> str:
     return "nan" if p is None or math.isnan(p) else f"{p:.2g}"
 
 
-def fmt_step(x: float) -> str:
-    """A checkpoint step as the report prints it."""
-    return f"{int(x):,}"
+def fmt_step(x: float | None) -> str:
+    """A checkpoint step as the report prints it ("n/a" where a window had no finite value)."""
+    return "n/a" if x is None else f"{int(x):,}"
 
 
 def _run_finding(t: RunTables) -> Finding:
