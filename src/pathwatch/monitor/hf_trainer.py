@@ -36,7 +36,7 @@ class PathwayCallback(TrainerCallback):
 
     Examples
     --------
-    >>> monitor = PathwayMonitor(probe, sinks=[TensorBoardSink(args.logging_dir)])  # doctest: +SKIP
+    >>> monitor = PathwayMonitor(probe, sinks=[TensorBoardSink("runs/pathwatch")])  # doctest: +SKIP
     >>> callbacks = [PathwayCallback(monitor)]  # doctest: +SKIP
     >>> Trainer(model, args, train_dataset=data, callbacks=callbacks).train()  # doctest: +SKIP
     """

@@ -91,8 +91,9 @@ class TensorBoardSink:
     Parameters
     ----------
     log_dir : str or os.PathLike
-        The event-file directory (for a ``transformers.Trainer``, ``args.logging_dir`` puts the
-        monitor next to the training curves).
+        The event-file directory. Point TensorBoard at its parent to see the monitor beside the
+        training curves (a ``transformers.Trainer`` writes those where ``TENSORBOARD_LOGGING_DIR``
+        says, default ``runs/``).
     """
 
     def __init__(self, log_dir: str | os.PathLike[str]) -> None:
