@@ -263,16 +263,14 @@ def test_bad_run_dir_is_a_one_line_input_error(tmp_path: Path, break_run, messag
     assert not (run / "report.html").exists() and not (run / "figures").exists()
 
 
-def test_report_is_fast_enough(tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_five_domains_and_30_checkpoints_take_under_20_cpu_seconds(tmp_path: Path) -> None:
     run = make_run(tmp_path, n_steps=30, domains=("math", "code", "chem", "law", "bio"))
-    start = time.perf_counter()
+    start = time.process_time()  # CPU time: wall time on a shared runner measures the neighbours
     build_report(run)
-    elapsed = time.perf_counter() - start
-    manifest = json.loads((run / "manifest.json").read_text())
-    assert len(manifest["checkpoints"]) == 30
-    assert elapsed < 60, (
-        f"report took {elapsed:.1f} s"
-    )  # target < 20 s on an idle core; CI is shared
+    elapsed = time.process_time() - start
+    assert len(json.loads((run / "manifest.json").read_text())["checkpoints"]) == 30
+    assert elapsed < 20, f"report took {elapsed:.1f} CPU seconds"
 
 
 def test_odd_domain_names_are_escaped_and_get_distinct_files(tmp_path: Path) -> None:

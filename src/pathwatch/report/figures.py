@@ -96,7 +96,19 @@ def _onset_of(group: str) -> int:
 
 
 def memorization_chart(tables: RunTables, domain: str) -> Chart:
-    """Memorized-sample count over checkpoints with accuracy and cumulative generalized test items."""
+    """Memorized-sample count over checkpoints with accuracy and cumulative generalized test items.
+
+    Parameters
+    ----------
+    tables : RunTables
+        The run's tables.
+    domain : str
+        A training domain, or ``"all"`` for the pooled one.
+
+    Returns
+    -------
+    Chart
+    """
     steps = tables.steps
     onsets = tables.onsets if domain == POOLED else tables.onsets.filter(domain=domain)
     mem = onsets["mem_onset"].to_numpy()
@@ -151,7 +163,20 @@ def memorization_chart(tables: RunTables, domain: str) -> Chart:
 
 
 def pairs_chart(tables: RunTables, domain: str) -> Chart | None:
-    """Matched train/test groups: train-group loss and accuracy on one step axis, delays marked."""
+    """Matched train/test groups: train-group loss and accuracy on one step axis, delays marked.
+
+    Parameters
+    ----------
+    tables : RunTables
+        The run's tables.
+    domain : str
+        A training domain, or ``"all"`` for the pooled one.
+
+    Returns
+    -------
+    Chart or None
+        None when the run has no matched groups for the domain.
+    """
     if tables.matches is None:
         return None
     matches = tables.matches.filter(domain=domain).sort("mem_onset")
@@ -235,7 +260,19 @@ def pairs_chart(tables: RunTables, domain: str) -> Chart | None:
 
 
 def group_distance_chart(tables: RunTables, domain: str) -> Chart:
-    """Pathway distance over checkpoints per memorization group, the memorization step marked."""
+    """Pathway distance over checkpoints per memorization group, the memorization step marked.
+
+    Parameters
+    ----------
+    tables : RunTables
+        The run's tables.
+    domain : str
+        A training domain, or ``"all"`` for the pooled one.
+
+    Returns
+    -------
+    Chart
+    """
     rows = _distances(tables, domain).filter(layer=-1)
     groups = sorted(
         (g for g in rows["group"].unique().to_list() if g.startswith("train@")), key=_onset_of
@@ -286,7 +323,19 @@ def group_distance_chart(tables: RunTables, domain: str) -> Chart:
 
 
 def layer_distance_chart(tables: RunTables, domain: str) -> Chart:
-    """Pathway distance over checkpoints per MoE layer (all samples of the domain)."""
+    """Pathway distance over checkpoints per MoE layer (all samples of the domain).
+
+    Parameters
+    ----------
+    tables : RunTables
+        The run's tables.
+    domain : str
+        A training domain, or ``"all"`` for the pooled one.
+
+    Returns
+    -------
+    Chart
+    """
     rows = _distances(tables, domain).filter((pl.col("group") == POOLED) & (pl.col("layer") >= 0))
     layers = sorted(rows["layer"].unique().to_list())
     traces = tuple(
@@ -304,7 +353,19 @@ def layer_distance_chart(tables: RunTables, domain: str) -> Chart:
 
 
 def consistency_chart(tables: RunTables, domain: str) -> Chart:
-    """Consistency, smoothness and raw mean adjacent-layer cosine over checkpoints."""
+    """Consistency, smoothness and raw mean adjacent-layer cosine over checkpoints.
+
+    Parameters
+    ----------
+    tables : RunTables
+        The run's tables.
+    domain : str
+        A training domain, or ``"all"`` for the pooled one.
+
+    Returns
+    -------
+    Chart
+    """
     rows = _whole(tables, domain)
     s = rows["step"].to_numpy()
     colors = {"consistency": "#2ca02c", "smoothness": "#9467bd", "adjacent_cosine": "#8c564b"}
@@ -331,12 +392,14 @@ def consistency_chart(tables: RunTables, domain: str) -> Chart:
     )
 
 
-def _window(tables: RunTables, domain: str, metric: str) -> tuple[float, float] | None:
+def _window(
+    tables: RunTables, domain: str, metric: str | None = None
+) -> tuple[float, float] | None:
     """The correlation window (first, last step) of a metric, else of the domain, else ``None``."""
     if tables.correlations is None:
         return None
     rows = tables.correlations.filter(domain=domain)
-    own = rows.filter(metric=metric)
+    own = rows.filter(metric=metric) if metric else rows
     rows = own if own.height else rows
     if rows.is_empty():
         return None
@@ -357,7 +420,20 @@ def linear_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float
 
 
 def metric_accuracy_chart(tables: RunTables, domain: str) -> Chart | None:
-    """Each metric against accuracy across checkpoints: scatter, linear fit, MSE and R²."""
+    """Each metric against accuracy across checkpoints: scatter, linear fit, MSE and R².
+
+    Parameters
+    ----------
+    tables : RunTables
+        The run's tables.
+    domain : str
+        A training domain, or ``"all"`` for the pooled one.
+
+    Returns
+    -------
+    Chart or None
+        None when the run has no accuracy for the domain.
+    """
     acc = tables.domain_accuracy(domain)
     if acc is None:
         return None
@@ -396,20 +472,25 @@ def metric_accuracy_chart(tables: RunTables, domain: str) -> Chart | None:
             traces.append(Trace(xs, a * xs + b, "linear fit", color="#d62728"))
         panels.append(
             Panel(
-                METRICS[metric] if metric != "distance" else "pathway distance",
+                METRICS[metric],
                 label,
                 "test accuracy",
                 tuple(traces),
                 note=f"MSE {fmt(mse, 4)}, R² {fmt(r2)}",
             )
         )
-    span = f"steps {fmt_step(s[inside].min())}–{fmt_step(s[inside].max())}" if inside.any() else ""
+    window = _window(tables, domain)
+    span = (
+        f"the correlation window, steps {fmt_step(window[0])}–{fmt_step(window[1])}"
+        if window
+        else "all checkpoints (no correlation window in the run)"
+    )
     return Chart(
         "metric_accuracy",
         f"{domain}: metrics against test accuracy",
         tuple(panels),
-        caption=f"One point per checkpoint; the line is a least-squares fit over the checkpoints "
-        f"of the correlation window ({span}), with its mean squared error and R².",
+        caption=f"One point per checkpoint; the line is a least-squares fit over {span} (hollow: "
+        "checkpoints outside it), with its mean squared error and R².",
         ncols=3,
         legend=False,
     )
