@@ -155,6 +155,23 @@ def test_text_samples_leave_the_prompt_unscored_but_routed(tiny_models):
     np.testing.assert_array_equal(cap.n_tokens, [len(ids), len(ids)])
 
 
+def test_a_prompt_ending_inside_a_word_changes_no_token(tiny_models):
+    model, tokenizer = tiny_models["qwen2_moe"], build_tiny_tokenizer()
+    text = "1 + 2 = 35 the cat"
+    ids = tokenizer(text)["input_ids"]
+    tokens = torch.tensor([ids])
+    with torch.no_grad():
+        logits = model(tokens).logits[0, :-1]
+    nll = torch.nn.functional.cross_entropy(logits, tokens[0, 1:], reduction="none")
+
+    cap = pw.capture(model, [{"prompt": "1 + 2 = 3", "text": text}, text], tokenizer)
+
+    # "35" holds a character after the prompt: it and the rest are the scored targets
+    assert cap.loss[0] == pytest.approx(nll[-3:].mean().item(), abs=ATOL)
+    np.testing.assert_allclose(cap.mean_weights[0], cap.mean_weights[1], rtol=0, atol=ATOL)
+    np.testing.assert_array_equal(cap.n_tokens, [len(ids), len(ids)])
+
+
 def test_loss_mask_selects_scored_targets(tiny_models):
     model = tiny_models["mixtral"]
     ids = [5, 9, 13, 17, 21, 25]

@@ -173,8 +173,8 @@ def _router_recorder(model: nn.Module) -> tuple[type, int]:
     spec = recorders.get("router_logits")
     if isinstance(spec, list) and len(spec) == 1:
         spec = spec[0]
-    if isinstance(spec, type):
-        return spec, 0
+    if isinstance(spec, type):  # a bare class records output[1], as transformers does
+        return spec, 1
     target = getattr(spec, "target_class", None)
     if isinstance(target, type):
         return target, int(spec.index)

@@ -274,9 +274,9 @@ def encode_samples(
 ) -> Encoded:
     """Token ids and scored-target masks of checked samples, cut to ``max_length`` tokens.
 
-    Text is tokenized with the tokenizer's special tokens. A sample with a ``prompt`` (the start of
-    its text) is tokenized in two parts — the prompt with special tokens, the rest of the text without
-    — so that the prompt's tokens are never targets.
+    Text is tokenized whole, with the tokenizer's special tokens, so a ``prompt`` (the start of the
+    text) changes no token: only the tokens that hold a character after the prompt are scored targets
+    (found from the offsets of a fast tokenizer).
 
     Raises
     ------
@@ -285,37 +285,39 @@ def encode_samples(
     """
     texts = [i for i, s in enumerate(samples) if s.text is not None]
     token_ids: dict[int, list[int]] = {}
-    n_unscored: dict[int, int] = {}
+    prompt_mask: dict[
+        int, np.ndarray
+    ] = {}  # True on tokens that hold no character after the prompt
     if texts:
         if tokenizer is None:
             raise InputError(
                 f"samples[{texts[0]}] is text; pass tokenizer= (or give 'input_ids' instead of 'text')."
             )
-        with_prompt = [i for i in texts if samples[i].prompt is not None]
-        plain = [i for i in texts if samples[i].prompt is None]
-        if plain:
-            encoded = tokenizer([samples[i].text for i in plain])["input_ids"]
-            token_ids.update(zip(plain, map(list, encoded), strict=True))
-        if with_prompt:
-            prompts = tokenizer([samples[i].prompt for i in with_prompt])["input_ids"]
-            bodies = tokenizer(
-                [samples[i].text[len(samples[i].prompt) :] for i in with_prompt],
-                add_special_tokens=False,
-            )["input_ids"]
-            for i, prompt, body in zip(with_prompt, prompts, bodies, strict=True):
-                token_ids[i] = [*prompt, *body]
-                n_unscored[i] = len(prompt)
+        prompts = {i: len(samples[i].prompt) for i in texts if samples[i].prompt is not None}
+        try:
+            encoded = tokenizer(
+                [samples[i].text for i in texts], return_offsets_mapping=bool(prompts)
+            )
+        except NotImplementedError as exc:
+            raise InputError(
+                f"samples[{next(iter(prompts))}] has a 'prompt', which needs a fast tokenizer (token "
+                "offsets); load it with use_fast=True, or give 'input_ids' with a 'loss_mask'."
+            ) from exc
+        token_ids.update(zip(texts, map(list, encoded["input_ids"]), strict=True))
+        for position, i in enumerate(texts):
+            if i in prompts:
+                ends = np.array([end for _, end in encoded["offset_mapping"][position]])
+                prompt_mask[i] = ends <= prompts[i]
     ids: list[np.ndarray] = []
     scored: list[np.ndarray] = []
     full_length = np.empty(len(samples), np.int64)
     for i, sample in enumerate(samples):
         seq = np.asarray(token_ids[i] if sample.text is not None else sample.input_ids, np.int64)
         full_length[i] = seq.size
-        mask = (
-            np.asarray(sample.loss_mask, bool)
-            if sample.loss_mask is not None
-            else np.arange(seq.size) >= n_unscored.get(i, 0)
-        )
+        if sample.loss_mask is not None:
+            mask = np.asarray(sample.loss_mask, bool)
+        else:
+            mask = ~prompt_mask.get(i, np.zeros(seq.size, bool))
         mask[:1] = False
         ids.append(seq[:max_length])
         scored.append(mask[:max_length])
