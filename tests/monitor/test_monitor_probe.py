@@ -16,7 +16,7 @@ from monitor_oracle import assert_records_match, make_probe, reference_records
 from pathwatch.capture import capture
 from pathwatch.errors import InputError
 from pathwatch.monitor import JSONLSink, MonitorWarning, PathwayMonitor, consecutive_rises
-from tiny_models import build_tiny_model
+from tiny_models import WORDS, build_tiny_model, build_tiny_tokenizer
 
 CHECKPOINTS = (6, 12, 18, 24)
 
@@ -203,3 +203,17 @@ def test_samples_file_gives_the_same_records_as_the_samples(tmp_path, model):
         got, want = from_file.on_checkpoint(model, step), from_list.on_checkpoint(model, step)
         assert_records_match(got, {k: v for k, v in want.items() if k != "monitor/seconds"}, rel=0)
     assert {k.split("/")[1] for k in got} >= {"alpha", "beta"}
+
+
+def test_text_samples_with_a_tokenizer_equal_their_token_ids(model):
+    tokenizer = build_tiny_tokenizer()
+    words = list(WORDS)
+    texts = [" ".join(words[i : i + 6]) for i in range(0, 24, 3)]
+    as_text = [{"text": t, "domain": "alpha" if i % 2 else "beta"} for i, t in enumerate(texts)]
+    as_ids = [
+        {"input_ids": tokenizer(t)["input_ids"], "domain": s["domain"]}
+        for t, s in zip(texts, as_text, strict=True)
+    ]
+    got = PathwayMonitor(as_text, tokenizer=tokenizer).on_checkpoint(model, 1)
+    want = PathwayMonitor(as_ids).on_checkpoint(model, 1)
+    assert_records_match(got, {k: v for k, v in want.items() if k != "monitor/seconds"}, rel=0)
