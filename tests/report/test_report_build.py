@@ -287,3 +287,15 @@ def test_slugs_are_distinct_and_safe(names: list[str]) -> None:
     stems = slugs(names)
     assert len(set(stems.values())) == len(names)
     assert all(re.fullmatch(r"[A-Za-z0-9_.-]+", s) for s in stems.values())
+
+
+def test_a_correlation_without_window_or_ci_prints_na(tmp_path: Path) -> None:
+    run = make_run(tmp_path, n_steps=8, domains=("math",))
+    path = run / "tables" / "correlations.parquet"
+    blank = ("first_step", "last_step", "pearson_ci_low", "pearson_ci_high")
+    pl.read_parquet(path).with_columns(
+        pl.lit(None).cast(pl.Float64).alias(c) for c in blank[2:]
+    ).with_columns(pl.lit(None).cast(pl.Int64).alias(c) for c in blank[:2]).write_parquet(path)
+    text = build_report(run).read_text(encoding="utf-8")
+    assert "n/a–n/a" in text and "[nan, nan]" in text
+    assert "its CI includes 0" not in text

@@ -401,9 +401,8 @@ def _window(
     rows = tables.correlations.filter(domain=domain)
     own = rows.filter(metric=metric) if metric else rows
     rows = own if own.height else rows
-    if rows.is_empty():
-        return None
-    return float(rows["first_step"].min()), float(rows["last_step"].max())
+    first, last = rows["first_step"].min(), rows["last_step"].max()
+    return None if first is None or last is None else (float(first), float(last))
 
 
 def linear_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float]:

@@ -400,7 +400,8 @@ def _correlation_findings(t: RunTables) -> list[Finding]:
                 f"{correlation_text(best)} over steps {fmt_step(best['first_step'])}–"
                 f"{fmt_step(best['last_step'])}"
             )
-            if best["pearson_ci_low"] <= 0 <= best["pearson_ci_high"]:
+            low, high = best["pearson_ci_low"], best["pearson_ci_high"]
+            if low is not None and high is not None and low <= 0 <= high:
                 text += "; its CI includes 0"
             out.append(
                 Finding(
