@@ -8,11 +8,11 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from pathwatch.errors import InputError, PathwatchError
+from pathwatch.errors import InputError, PathwatchError, unknown_name
 
 app = typer.Typer(
     name="pathwatch",
@@ -123,6 +123,250 @@ def capture(
         f"{manifest.steps[-1]}) x {manifest.samples.count} samples of a {manifest.model.family} "
         f"model ({len(manifest.model.moe_layers)} MoE layers, {manifest.model.n_experts} experts) "
         f"into {store.path}; {truncated} sample(s) truncated to --max-length {max_length}."
+    )
+
+
+def _columns(header: list[str], rows: list[list[str]]) -> str:
+    """Rows of strings as left-aligned columns under a header."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    )
+
+
+def _interval(value: float, low: float, high: float) -> str:
+    if value != value:  # NaN
+        return "n/a"
+    return f"{value:+.2f} [{low:+.2f}, {high:+.2f}]"
+
+
+def format_correlations(table: Any) -> str:
+    """The Table-1 correlations as terminal text: one line per domain and metric."""
+    header = [
+        "domain",
+        "metric",
+        "needs",
+        "n",
+        "Pearson r [95% CI]",
+        "p",
+        "Spearman ρ [95% CI]",
+        "p",
+    ]
+    rows = [
+        [
+            r["domain"],
+            r["metric"],
+            r["needs"],
+            str(r["n"]),
+            _interval(r["pearson_r"], r["pearson_ci_low"], r["pearson_ci_high"]),
+            f"{r['pearson_p']:.1g}",
+            _interval(r["spearman_rho"], r["spearman_ci_low"], r["spearman_ci_high"]),
+            f"{r['spearman_p']:.1g}",
+        ]
+        for r in table.iter_rows(named=True)
+    ]
+    return _columns(header, rows)
+
+
+def format_matches(table: Any) -> str:
+    """Matched train/test groups and their local grokking delays."""
+    header = ["domain", "train group", "test group", "delay (steps)", "similarity", "sizes"]
+    rows = [
+        [
+            r["domain"],
+            r["train_group"],
+            r["test_group"],
+            str(r["delay"]),
+            f"{r['similarity']:.3f}",
+            f"{r['n_train']} / {r['n_test']}",
+        ]
+        for r in table.iter_rows(named=True)
+    ]
+    return _columns(header, rows)
+
+
+def format_correlation_overview(table: Any) -> str:
+    """Pearson r of every metric (rows) with accuracy in every domain (columns); n in the header."""
+    domains = sorted(set(table["domain"]))
+    n = {d: max(table.filter(table["domain"] == d)["n"]) for d in domains}
+    header = ["metric", "needs", *[f"{d} (n={n[d]})" for d in domains]]
+    r = {(row["metric"], row["domain"]): row["pearson_r"] for row in table.iter_rows(named=True)}
+    metrics = list(dict.fromkeys(table["metric"]))
+    needs = dict(zip(table["metric"], table["needs"], strict=True))
+    rows = [
+        [m, needs[m], *["n/a" if r[(m, d)] != r[(m, d)] else f"{r[(m, d)]:+.2f}" for d in domains]]
+        for m in metrics
+    ]
+    return _columns(header, rows)
+
+
+@app.command()
+def analyze(
+    run: Annotated[Path, typer.Argument(help="Run directory written by `pathwatch capture`.")],
+    threshold: Annotated[
+        float, typer.Option(help="Cumulative router weight a pathway keeps per layer, in (0, 1].")
+    ] = 0.7,
+    unit: Annotated[
+        str,
+        typer.Option(help="Pathway distance symbols: 'char' (the paper's string) or 'expert'."),
+    ] = "char",
+    accuracy: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Ground truth: per-checkpoint CSV/JSON (step, domain, accuracy), per-item JSONL "
+            "(step, domain, item_id, correct), or lm-evaluation-harness results/samples files. "
+            "Repeatable.",
+            show_default=False,
+        ),
+    ] = None,
+    test_items: Annotated[
+        Path | None,
+        typer.Option(
+            help="JSONL with id, domain and text of each test item: pairs train and test groups.",
+            show_default=False,
+        ),
+    ] = None,
+    epsilon: Annotated[
+        float | None,
+        typer.Option(
+            help="Memorization loss threshold ε for every domain (default: chosen per domain so "
+            "that 20–25% is memorized before the last checkpoint).",
+            show_default=False,
+        ),
+    ] = None,
+    delta: Annotated[float, typer.Option(help="Memorization stability band δ.")] = 0.05,
+    max_pairs: Annotated[
+        int,
+        typer.Option(
+            help="Groups with more sample pairs get a sampled distance with a 95% CI; 0 = exact.",
+            min=0,
+        ),
+    ] = 200_000,
+    validation_domain: Annotated[
+        list[str],
+        typer.Option(help="Sample domain that is a validation set (its loss is a baseline)."),
+    ] = ["validation"],  # noqa: B006 - typer reads the default
+    seed: Annotated[int, typer.Option(help="Seed of pair sampling and bootstrap.")] = 0,
+    progress: Annotated[
+        bool, typer.Option("--progress/--no-progress", help="Show progress bars on stderr.")
+    ] = True,
+) -> None:
+    """Compute pathways, distances, consistency, onsets and (with --accuracy) the Table-1 correlations."""
+    from pathwatch.pipeline import AnalyzeConfig, analyze_run
+
+    config = AnalyzeConfig(
+        threshold=threshold,
+        unit=unit,
+        epsilon=epsilon,
+        delta=delta,
+        max_pairs=max_pairs or None,
+        validation_domains=tuple(validation_domain),
+        seed=seed,
+    )
+    result = analyze_run(
+        run, config=config, accuracy=accuracy or None, test_items=test_items, progress=progress
+    )
+    for note in result.notes:
+        typer.echo(f"note: {note}")
+    if "matches" in result.tables:
+        typer.echo("\nMatched groups (local grokking delay = t# − t*):")
+        typer.echo(format_matches(result.tables["matches"]))
+    if "correlations" in result.tables:
+        typer.echo("\nCorrelation with accuracy, from the start of its sustained rise (Table 1):")
+        typer.echo(format_correlations(result.tables["correlations"]))
+    typer.echo(f"\nTables written to {result.run / 'tables'}; next: pathwatch report {result.run}")
+
+
+@app.command()
+def report(
+    run: Annotated[Path, typer.Argument(help="Run directory analysed by `pathwatch analyze`.")],
+) -> None:
+    """Write RUN/report.html (self-contained, opens offline) and RUN/figures/*.png."""
+    from pathwatch.pipeline import build_report
+
+    typer.echo(f"Report: {build_report(run)}")
+
+
+def format_grokking(table: Any) -> str:
+    """The testbed's own grokking figures per domain."""
+    header = [
+        "domain",
+        "train acc ≥ 0.95 at",
+        "held-out acc then",
+        "held-out ≥ 0.5 at",
+        "held-out ≥ 0.9 at",
+        "delay",
+        "final held-out",
+        "grokked",
+    ]
+
+    def cell(value: Any, fmt: str = "{}") -> str:
+        return "never" if value is None else fmt.format(value)
+
+    rows = [
+        [
+            r["domain"],
+            cell(r["memorized_step"]),
+            cell(r["heldout_at_memorized"], "{:.3f}"),
+            cell(r["step_half"]),
+            cell(r["step_generalized"]),
+            cell(r["delay"]),
+            f"{r['final_heldout']:.3f}",
+            "yes" if r["grokked"] else "no",
+        ]
+        for r in table.iter_rows(named=True)
+    ]
+    return _columns(header, rows)
+
+
+@app.command()
+def demo(
+    out: Annotated[
+        Path, typer.Option(help="Directory for the testbed checkpoints, the run and the report.")
+    ] = Path("pathwatch-demo"),
+    seed: Annotated[int, typer.Option(help="Seed of the corpus, the model and the training.")] = 0,
+    preset: Annotated[
+        str,
+        typer.Option(
+            help="'default': the demo testbed (minutes; groks); 'tiny': a reduced configuration "
+            "of the same pipeline (seconds; too small to grok), for smoke tests."
+        ),
+    ] = "default",
+    progress: Annotated[
+        bool, typer.Option("--progress/--no-progress", help="Show progress bars on stderr.")
+    ] = True,
+) -> None:
+    """Train a tiny MoE on CPU on a built-in corpus, then capture, analyze and report it."""
+    from pathwatch.pipeline import run_demo
+    from pathwatch.testbed import TestbedConfig
+    from pathwatch.testbed.grokking import grokking_table
+
+    presets = {"default": TestbedConfig, "tiny": TestbedConfig.tiny}
+    if preset not in presets:
+        raise unknown_name("preset", preset, presets)
+    result = run_demo(out, seed=seed, config=presets[preset](), progress=progress)
+    testbed, tables = result.testbed, result.analysis.tables
+    trained = "reused" if testbed.reused else f"trained in {testbed.train_seconds:.0f} s"
+    typer.echo(
+        f"Testbed: seed {seed}, {len(testbed.steps)} checkpoints (steps {testbed.steps[0]}.."
+        f"{testbed.steps[-1]}), {trained}."
+    )
+    typer.echo("\nGrokking, from the testbed's own train and held-out accuracy:")
+    typer.echo(format_grokking(grokking_table(testbed.curves)))
+    for note in result.analysis.notes:
+        typer.echo(f"note: {note}")
+    if "matches" in tables:
+        typer.echo("\nMemorization groups matched to generalization groups (delay = t# − t*):")
+        typer.echo(format_matches(tables["matches"]))
+    typer.echo(
+        "\nPearson r with held-out accuracy, from the start of its sustained rise (CIs and "
+        "p-values: `pathwatch analyze` and the report):"
+    )
+    typer.echo(format_correlation_overview(tables["correlations"]))
+    timings = ", ".join(f"{stage} {sec:.0f} s" for stage, sec in result.seconds.items())
+    typer.echo(
+        f"\nReport: {result.report}  ({timings}; total {sum(result.seconds.values()):.0f} s)"
     )
 
 

@@ -1,4 +1,9 @@
-"""The pipeline stages, one call per CLI command: capture_run (checkpoints + samples → run directory)."""
+"""The pipeline stages, one call per CLI command.
+
+capture_run (checkpoints + samples → run directory), analyze_run (run → tables, see
+:mod:`pathwatch.analysis`), build_report (tables → HTML + PNG) and run_demo (the embedded testbed
+through all three).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pathwatch import __version__
+from pathwatch.analysis import Analysis, AnalyzeConfig, analyze_run
 from pathwatch.errors import InputError, StoreError, UnsupportedModelError, invalid_parameter
 from pathwatch.store import CheckpointData, RunStore
 from pathwatch.store._io import (
@@ -33,6 +39,16 @@ from pathwatch.store.manifest import (
 
 if TYPE_CHECKING:
     from pathwatch.capture.samples import Sample
+
+__all__ = [
+    "Analysis",
+    "AnalyzeConfig",
+    "DemoResult",
+    "analyze_run",
+    "build_report",
+    "capture_run",
+    "run_demo",
+]
 
 _TRAILING_NUMBER = re.compile(r"(\d+)$")
 # capture()'s own truncation warning, replaced by one warning per capture_run
@@ -370,7 +386,7 @@ def capture_run(
 
 
 def _sample_table(samples: list[Sample]) -> Any:
-    """``samples.parquet``: sample_index, id, domain in capture order."""
+    """``samples.parquet``: sample_index, id, domain, text (null for token ids) in capture order."""
     import polars as pl
 
     return pl.DataFrame(
@@ -378,8 +394,9 @@ def _sample_table(samples: list[Sample]) -> Any:
             "sample_index": range(len(samples)),
             "id": [s.id for s in samples],
             "domain": [s.domain for s in samples],
+            "text": [s.text for s in samples],
         },
-        schema={"sample_index": pl.Int64, "id": pl.String, "domain": pl.String},
+        schema={"sample_index": pl.Int64, "id": pl.String, "domain": pl.String, "text": pl.String},
     )
 
 
@@ -450,3 +467,78 @@ def _capture_missing(
                     samples_per_s=f"{done_samples / (time.perf_counter() - started):.1f}"
                 )
             del model
+
+
+def build_report(run: str | os.PathLike, *, out: str | os.PathLike | None = None) -> Path:
+    """Write ``RUN/report.html`` (self-contained) and ``RUN/figures/*.png`` from the analysis tables."""
+    from pathwatch.report import build_report as render
+
+    return render(run, out=out)
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    """What :func:`run_demo` produced: the testbed, the analysis and the report, with timings."""
+
+    out: Path
+    testbed: Any  # pathwatch.testbed.TestbedRun
+    analysis: Any  # pathwatch.analysis.Analysis
+    report: Path
+    seconds: dict[str, float]
+
+
+def run_demo(
+    out: str | os.PathLike = "pathwatch-demo",
+    *,
+    seed: int = 0,
+    config: Any = None,
+    progress: bool = True,
+) -> DemoResult:
+    """The embedded default end to end: train the CPU testbed, capture, analyze, report.
+
+    Checkpoints already in ``out`` for the same configuration and seed are reused, and so are
+    finished capture units, so a second call only re-analyses.
+
+    Parameters
+    ----------
+    out : path, default "pathwatch-demo"
+        Directory of the testbed (``out/testbed``), the run (``out/run``) and the report.
+    seed : int, default 0
+    config : pathwatch.testbed.TestbedConfig, optional
+        The testbed; default its demo configuration.
+    progress : bool, default True
+
+    Returns
+    -------
+    DemoResult
+    """
+    from pathwatch.analysis import analyze_run
+    from pathwatch.testbed import TestbedConfig, train_testbed
+    from pathwatch.testbed.train import TEST_ITEMS
+
+    out = Path(out)
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+    testbed = train_testbed(
+        out / "testbed", config=config or TestbedConfig(), seed=seed, progress=progress
+    )
+    seconds["train"] = time.perf_counter() - clock
+    samples = out / "samples.jsonl"
+    probes = testbed.train_samples.read_text() + testbed.validation_samples.read_text()
+    if not samples.is_file() or samples.read_text() != probes:
+        samples.write_text(probes)
+    clock = time.perf_counter()
+    capture_run(list(testbed.checkpoints), samples, out / "run", progress=progress)
+    seconds["capture"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    analysis = analyze_run(
+        out / "run",
+        accuracy=testbed.accuracy_file,
+        test_items=testbed.out_dir / TEST_ITEMS,
+        progress=progress,
+    )
+    seconds["analyze"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    report = build_report(out / "run")
+    seconds["report"] = time.perf_counter() - clock
+    return DemoResult(out, testbed, analysis, report, seconds)

@@ -7,6 +7,7 @@
   per-item accuracy file that ``pathwatch analyze --accuracy`` reads;
 - ``train_samples.jsonl``: the probe set (``id, domain, text, prompt``), a fixed subset of training
   items per domain; ``validation_samples.jsonl``: a set from another distribution;
+- ``test_items.jsonl``: the held-out items (``id, domain, text, prompt``) that ``accuracy.jsonl`` scores;
 - ``testbed.json``: configuration, seed, timings and per-domain curves;
 - ``resume.pt``: optimizer state at the last checkpoint, so that an interrupted run resumes and a
   finished one can be extended to more steps with identical results.
@@ -41,6 +42,7 @@ RESUME = "resume.pt"
 ACCURACY = "accuracy.jsonl"
 TRAIN_SAMPLES = "train_samples.jsonl"
 VALIDATION_SAMPLES = "validation_samples.jsonl"
+TEST_ITEMS = "test_items.jsonl"
 _EVAL_BATCH = 4096
 
 
@@ -604,6 +606,11 @@ def _write_sample_files(out: Path, corpus: Corpus, config: TestbedConfig, seed: 
         probe += item_records(split.name, split.train[take])
     _write_jsonl(out / TRAIN_SAMPLES, probe)
     _write_jsonl(out / VALIDATION_SAMPLES, corpus.validation_records())
+    # the held-out items' texts, for pairing memorization and generalization groups
+    _write_jsonl(
+        out / TEST_ITEMS,
+        [record for split in corpus.domains for record in item_records(split.name, split.test)],
+    )
 
 
 def _finish(
