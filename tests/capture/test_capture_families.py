@@ -93,6 +93,14 @@ def test_router_weights_are_the_routers_matrices(tiny_models, family):
     for got, want in zip(cap.router_weights, expected, strict=True):
         assert got.dtype == np.float32
         np.testing.assert_array_equal(got, want)
+    assert find_routers(model).summary() == {
+        "family": family,
+        "model_type": model.config.model_type,
+        "n_layers": 4,
+        "moe_layers": cap.layers,
+        "n_experts": cap.mean_weights.shape[2],
+        "top_k": 2,
+    }
 
 
 @pytest.mark.parametrize(
@@ -252,6 +260,15 @@ def test_dense_model_is_unsupported_and_the_error_names_the_families():
     assert "LlamaForCausalLM" in message
     for family in ("olmoe", "mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v3"):
         assert family in message
+
+
+def test_config_that_disagrees_with_the_router_weights_is_unsupported():
+    model = build_tiny_model("olmoe")
+    model.config.num_experts = 7
+    with pytest.raises(
+        UnsupportedModelError, match="config says 7 experts but the router weight has 8"
+    ):
+        pw.capture(model, [[5, 6, 7]])
 
 
 def _hooks(model) -> int:
