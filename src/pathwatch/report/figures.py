@@ -225,14 +225,16 @@ def pairs_chart(tables: RunTables, domain: str) -> Chart | None:
                     legend=False,
                 )
             )
-        bottom.append(
+        ends, row = np.array([m["mem_onset"], m["gen_onset"]]), np.full(2, len(bottom) // 2 + 1)
+        bottom += [
             Trace(
-                np.array([m["mem_onset"], m["gen_onset"]]),
-                np.array([m["delay"], m["delay"]]),
+                ends,
+                row,
                 f"{pair}: delay {fmt_step(m['delay'])}, similarity {fmt(m['similarity'])}",
                 color=color,
-            )
-        )
+            ),
+            Trace(ends, row, f"{pair} t*, t#", kind="markers", color=color, legend=False),
+        ]
     title = f"{domain}: matched train/test groups"
     return Chart(
         "pairs",
@@ -248,14 +250,14 @@ def pairs_chart(tables: RunTables, domain: str) -> Chart | None:
             Panel(
                 f"{domain}: local grokking delays (t* → t#)",
                 STEP,
-                "grokking delay t# − t* (steps)",
+                "matched pair (by t*)",
                 tuple(bottom),
             ),
         ),
         caption="Top: mean training loss of each matched train group (filled dot: its memorization "
         "onset t*) and the domain's test accuracy (right axis; hollow dot: the matched test "
-        "group's generalization onset t#). Bottom: each pair as a bar from t* to t#, at the height "
-        "of its delay t# − t*.",
+        "group's generalization onset t#). Bottom: one row per pair, a bar from its memorization "
+        "onset t* to its generalization onset t#: the local grokking delay.",
     )
 
 
