@@ -271,6 +271,14 @@ def test_config_that_disagrees_with_the_router_weights_is_unsupported():
         pw.capture(model, [[5, 6, 7]])
 
 
+def test_non_finite_weights_give_an_input_error_naming_the_sample():
+    model = build_tiny_model("qwen3_moe")
+    with torch.no_grad():
+        model.get_input_embeddings().weight[9].fill_(float("nan"))  # only samples holding token 9
+    with pytest.raises(InputError, match=r"1 samples got a non-finite loss.*samples\[1\], id '1'"):
+        pw.capture(model, [[5, 6, 7], [5, 9, 7], [7, 8]])
+
+
 def _hooks(model) -> int:
     return sum(len(m._forward_hooks) for m in model.modules())
 
