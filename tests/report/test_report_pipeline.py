@@ -8,9 +8,7 @@ import pytest
 import torch
 from test_report_build import parse
 
-from pathwatch.analysis import analyze_run
-from pathwatch.pipeline import capture_run
-from pathwatch.report import build_report
+import pathwatch as pw
 from pathwatch.report.summary import load_tables, summarize
 from pathwatch.testbed.train import TestbedConfig, train_testbed
 
@@ -20,12 +18,12 @@ def test_report_of_a_real_analysed_run(tmp_path: Path) -> None:
     torch.set_num_threads(1)
     testbed = train_testbed(tmp_path / "testbed", config=TestbedConfig.tiny(), progress=False)
     run = tmp_path / "run"
-    capture_run(
+    pw.capture_run(
         testbed.checkpoints, testbed.train_samples, run, steps=list(testbed.steps), progress=False
     )
-    analyze_run(run, accuracy=testbed.accuracy_file, progress=False)
+    pw.analyze_run(run, accuracy=testbed.accuracy_file, progress=False)
 
-    page = parse(build_report(run))
+    page = parse(pw.build_report(run))  # the pipeline's entry point
     tables = load_tables(run)
     assert tables.accuracy is not None and tables.correlations is not None
     shown = {(a["data-domain"], a["data-figure"]) for a in page.find("div", **{"class": "figure"})}
