@@ -380,3 +380,7 @@ def main() -> None:
         print(f"pathwatch: error: {exc}", file=sys.stderr)
         print(f"pathwatch: set {DEBUG_VARIABLE}=1 to see the traceback.", file=sys.stderr)
         sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+"""``python -m pathwatch``: the command line."""
+
+from pathwatch.cli import main
+
+main()

@@ -1,0 +1,115 @@
+"""The real ``pathwatch`` CLI end to end: analyze, report and demo, and their bad inputs."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
+
+import polars as pl
+import pytest
+
+
+def pathwatch(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run the installed CLI as a user would, in a fresh process."""
+    env = os.environ | {"PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "pathwatch.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
+def _tag_urls(html: str) -> list[str]:
+    """The src/href of every tag of a page (script bodies are not tags)."""
+    urls: list[str] = []
+
+    class Collector(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            urls.extend(v for k, v in attrs if k in ("src", "href") and v)
+
+    Collector().feed(html)
+    return urls
+
+
+@pytest.fixture(scope="module")
+def analysed_run(captured_testbed, tmp_path_factory):
+    run = tmp_path_factory.mktemp("cli") / "run"
+    shutil.copytree(captured_testbed.run, run)
+    testbed = captured_testbed.testbed
+    result = pathwatch(
+        "analyze",
+        str(run),
+        "--accuracy",
+        str(testbed.accuracy_file),
+        "--test-items",
+        str(testbed.out_dir / "test_items.jsonl"),
+        "--no-progress",
+    )
+    return run, result
+
+
+def test_analyze_prints_the_tables_it_wrote(analysed_run):
+    run, result = analysed_run
+    assert result.returncode == 0, result.stderr
+    assert "Correlation with accuracy" in result.stdout
+    assert "Matched groups" in result.stdout
+    correlations = pl.read_parquet(run / "tables" / "correlations.parquet")
+    first = correlations.filter(pl.col("metric") == "distance").row(0, named=True)
+    line = next(
+        ln
+        for ln in result.stdout.splitlines()
+        if ln.startswith(first["domain"]) and " distance " in ln
+    )
+    assert f"{first['pearson_r']:+.2f}" in line
+    matches = pl.read_parquet(run / "tables" / "matches.parquet")
+    assert matches.height > 0
+    assert set(matches["domain"]) <= {"add", "sub", "mul", "facts"}
+
+
+def test_report_writes_html_and_figures(analysed_run):
+    run, _ = analysed_run
+    result = pathwatch("report", str(run))
+    assert result.returncode == 0, result.stderr
+    html = (run / "report.html").read_text()
+    assert "<script" in html
+    assert not [url for url in _tag_urls(html) if re.match(r"(https?:)?//", url)]
+    assert list((run / "figures").glob("*.png"))
+
+
+def test_demo_tiny_runs_end_to_end(tmp_path):
+    out = tmp_path / "demo"
+    result = pathwatch("demo", "--out", str(out), "--preset", "tiny", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    for text in ["Grokking, from the testbed's own", "Pearson r with held-out accuracy", "Report:"]:
+        assert text in result.stdout
+    grokking = [ln for ln in result.stdout.splitlines() if ln.startswith(("add ", "sub ", "mul "))]
+    assert len(grokking) >= 3
+    assert (out / "run" / "report.html").is_file()
+    for table in ["correlations", "matches", "group_metrics", "onsets"]:
+        assert (out / "run" / "tables" / f"{table}.parquet").is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["analyze", "{tmp}/nowhere"], "not a run directory"),
+        (["report", "{tmp}"], "no manifest"),
+        (["demo", "--preset", "tinny", "--out", "{tmp}/d"], "Did you mean 'tiny'"),
+        (["analyze", "{tmp}/nowhere", "--unit", "word"], "Unknown unit 'word'"),
+        (["analyze", "{tmp}/nowhere", "--threshold", "1.5"], "'threshold' parameter"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
+    result = pathwatch(*[a.format(tmp=tmp_path) for a in args])
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines[0].startswith("pathwatch: error: ")
+    assert message in lines[0]
+    assert len(lines) == 2 and "PATHWATCH_DEBUG" in lines[1]
+    assert not (tmp_path / "d").exists()
