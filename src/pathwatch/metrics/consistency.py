@@ -48,7 +48,7 @@ class ConsistencyMetrics:
 
     @property
     def n_undefined(self) -> int:
-        """Number of samples whose consistency is NaN (L < 3 or max_l c_l ≤ 0)."""
+        """Number of samples whose consistency is NaN (L < 3, max_l c_l ≤ 0, or a zero embedding)."""
         return int(np.isnan(self.consistency).sum())
 
 
