@@ -346,3 +346,19 @@ def test_progress_bar_counts_samples(tiny_models, capsys):
     assert "capture" in err
     assert "5/5" in err
     assert "sample/s" in err
+
+
+def test_router_weights_are_a_snapshot_not_a_view(tiny_models):
+    model = tiny_models["olmoe"]
+    cap = pw.capture(model, [[1, 2, 3, 4]])
+    before = cap.router_weights[0].copy()
+    router = next(
+        m for m in model.modules() if hasattr(m, "weight") and m.weight.shape == before.shape
+    )
+    with torch.no_grad():
+        router.weight.add_(1.0)
+    try:
+        np.testing.assert_array_equal(cap.router_weights[0], before)
+    finally:
+        with torch.no_grad():
+            router.weight.sub_(1.0)

@@ -140,9 +140,12 @@ class Routers:
     top_k: int | None
 
     def weights(self) -> list[np.ndarray]:
-        """Router weight matrices, one float32 array of shape (E, H) per MoE layer."""
+        """Router weight matrices, one float32 array of shape (E, H) per MoE layer.
+
+        Copies: a Capture kept while training goes on must not change with the live weights.
+        """
         return [
-            getattr(module, self.family.weight_attr).detach().float().cpu().numpy()
+            np.array(getattr(module, self.family.weight_attr).detach().float().cpu(), copy=True)
             for module in self.modules
         ]
 
