@@ -50,6 +50,11 @@ _EVAL_BATCH = 4096
 class TestbedConfig:
     """Everything that determines a testbed run (with the seed). Defaults are the demo configuration.
 
+    The defaults are the one measured configuration with ≥ 3 MoE layers where two domains grokked
+    after a long near-chance phase (docs/testbed.md): seed 0 memorized add by step 600 and grokked
+    it after ≈ 3,900 steps (≈ 0.24 CPU-seconds per step, one thread). Seed robustness is not
+    established.
+
     Attributes
     ----------
     prime, domains, train_fraction, n_validation
@@ -69,13 +74,13 @@ class TestbedConfig:
 
     __test__ = False  # not a pytest class
 
-    prime: int = 59
+    prime: int = 47
     domains: tuple[str, ...] = ("add", "sub", "mul", "facts")
-    train_fraction: float = 0.5
+    train_fraction: float = 0.7
     n_validation: int = 256
     n_probe: int = 256
     hidden_size: int = 128
-    intermediate_size: int = 256
+    intermediate_size: int = 128
     num_layers: int = 3
     num_heads: int = 4
     num_experts: int = 8
@@ -86,8 +91,8 @@ class TestbedConfig:
     beta2: float = 0.98
     warmup_steps: int = 10
     batch_size: int = 512
-    max_steps: int = 3000
-    checkpoint_every: int = 100
+    max_steps: int = 6000
+    checkpoint_every: int = 200
     stop_accuracy: float | None = 0.95
 
     @classmethod
