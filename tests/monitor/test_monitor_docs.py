@@ -15,6 +15,10 @@ def test_every_python_block_of_the_monitor_doc_runs(tmp_path, monkeypatch):
     pytest.importorskip(
         "tensorboard", reason='needs the extra: pip install "pathwatch[tensorboard]"'
     )
+    pytest.importorskip(
+        "accelerate",
+        reason="the Trainer example needs accelerate: pip install 'pathwatch[trainer]'",
+    )
     blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.DOTALL)
     assert len(blocks) == 2
     monkeypatch.chdir(tmp_path)

@@ -20,6 +20,10 @@ from pathwatch.monitor.hf_trainer import STATE_FILE
 from pathwatch.pipeline import capture_run
 from tiny_models import build_tiny_model
 
+pytest.importorskip(
+    "accelerate", reason="transformers.Trainer needs accelerate: pip install 'pathwatch[trainer]'"
+)
+
 SAVE_STEPS, MAX_STEPS, DELTA = 10, 40, 0.5
 
 

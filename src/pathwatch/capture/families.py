@@ -145,7 +145,7 @@ class Routers:
         Copies: a Capture kept while training goes on must not change with the live weights.
         """
         return [
-            np.array(getattr(module, self.family.weight_attr).detach().float().cpu(), copy=True)
+            getattr(module, self.family.weight_attr).detach().float().cpu().numpy().copy()
             for module in self.modules
         ]
 
