@@ -8,35 +8,6 @@ from pathlib import Path
 
 import torch
 
-from tiny_models import VOCAB
-
-SPECIALS = ["[PAD]", "[BOS]", "[EOS]", "[UNK]"]
-WORDS = [str(i) for i in range(100)] + ["+", "-", "=", "the", "cat", "sat", "on", "mat"]
-
-
-def tiny_tokenizer(words: list[str]):
-    """A whitespace WordLevel tokenizer over ``words`` (after 4 special tokens), as transformers sees it."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {token: i for i, token in enumerate(SPECIALS + words)}
-    if len(vocab) > VOCAB:
-        raise ValueError(
-            f"{len(vocab)} tokens do not fit the tiny models' {VOCAB}-token vocabulary"
-        )
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    backend.post_processor = processors.TemplateProcessing(
-        single="[BOS] $A", special_tokens=[("[BOS]", vocab["[BOS]"])]
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        pad_token="[PAD]",
-        unk_token="[UNK]",
-        bos_token="[BOS]",
-        eos_token="[EOS]",
-    )
-
 
 def save_checkpoint(path: Path, model, tokenizer) -> Path:
     """``save_pretrained`` of a model and its tokenizer into ``path``."""

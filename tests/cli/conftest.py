@@ -5,24 +5,22 @@ from __future__ import annotations
 import pytest
 import torch
 from capture_fixtures import (
-    WORDS,
     Checkpoints,
     diverged,
     sample_rows,
     save_checkpoint,
     save_model,
-    tiny_tokenizer,
     write_jsonl,
 )
 
-from tiny_models import build_tiny_dense_model, build_tiny_model
+from tiny_models import WORDS, build_tiny_dense_model, build_tiny_model, build_tiny_tokenizer
 
 
 @pytest.fixture(scope="session")
 def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Checkpoints:
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("checkpoints")
-    tokenizer = tiny_tokenizer(WORDS)
+    tokenizer = build_tiny_tokenizer()
     series = [
         save_checkpoint(root / f"step-{step}", build_tiny_model("olmoe", seed=seed), tokenizer)
         for seed, step in enumerate((100, 200, 300))
@@ -35,7 +33,9 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Checkpoints:
             root / "four-experts-step-400", build_tiny_model("olmoe", num_experts=4), tokenizer
         ),
         other_tokenizer=save_checkpoint(
-            root / "retokenized-step-400", build_tiny_model("olmoe"), tiny_tokenizer(WORDS[::-1])
+            root / "retokenized-step-400",
+            build_tiny_model("olmoe"),
+            build_tiny_tokenizer(WORDS[::-1]),
         ),
         unnumbered=save_checkpoint(root / "final", build_tiny_model("olmoe"), tokenizer),
         untokenized=save_model(root / "step-500", build_tiny_model("olmoe")),
