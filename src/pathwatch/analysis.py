@@ -33,6 +33,7 @@ from pathwatch.metrics import (
 )
 from pathwatch.store import RunStore
 from pathwatch.store.manifest import MANIFEST_NAME
+from pathwatch.store.units import unit_path
 
 #: Label of the rows that pool every training domain.
 POOLED = "all"
@@ -172,12 +173,18 @@ def _open_run(run: str | Path) -> RunStore:
             f"--checkpoint DIR --samples FILE --out {path}`."
         )
     store = RunStore(path)
-    missing = store.missing_units()
+    # existence only: every unit is verified when the passes read it, so it is not read a third time
+    missing = [
+        (step, shard)
+        for step in store.steps
+        for shard in range(store.n_shards)
+        if not unit_path(path, step, shard).is_file()
+    ]
     if missing:
         step, shard = missing[0]
         total = len(store.steps) * store.n_shards
         raise StoreError(
-            f"{path}: {len(missing)} of {total} capture units are missing or corrupt (first: step "
+            f"{path}: {len(missing)} of {total} capture units are missing (first: step "
             f"{step}, shard {shard}). Let `pathwatch capture` finish, or re-run it to resume."
         )
     return store

@@ -183,6 +183,18 @@ def test_missing_unit_is_reported_not_analysed(captured_testbed, tmp_path):
     assert not (run / "tables").exists()
 
 
+def test_corrupt_unit_is_detected_not_analysed(captured_testbed, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(captured_testbed.run, run)
+    victim = sorted((run / "units").rglob("*.safetensors"))[0]
+    data = bytearray(victim.read_bytes())
+    data[-3] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    with pytest.raises(StoreError, match=victim.name):
+        analyze_run(run, progress=False)
+    assert not (run / "tables").exists()
+
+
 def test_accuracy_with_foreign_domains(captured_testbed, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(captured_testbed.run, run)
