@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from pathwatch.analysis import GROUP_SCHEMA
 from pathwatch.errors import InputError
 
 POOLED = "all"
@@ -25,24 +26,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "sample_metrics": ("sample_index", "domain", "step", "consistency"),
     "onsets": ("sample_index", "domain", "mem_onset", "epsilon"),
     "epsilon": ("domain", "epsilon", "memorized_fraction"),
-    "group_metrics": (
-        "domain",
-        "group",
-        "step",
-        "layer",
-        "unit",
-        "distance",
-        "distance_ci_low",
-        "distance_ci_high",
-        "n_samples",
-        "n_pairs",
-        "consistency",
-        "smoothness",
-        "adjacent_cosine",
-        "consistency_nan",
-        "loss",
-        "memorized_fraction",
-    ),
+    "group_metrics": tuple(GROUP_SCHEMA),
 }
 OPTIONAL: dict[str, tuple[str, ...]] = {
     "accuracy": ("step", "domain", "accuracy", "n_items"),
