@@ -1,4 +1,4 @@
-"""The Examples blocks of the pathwatch.dynamics docstrings run and print what they show."""
+"""The Examples blocks of the array-level packages' docstrings run and print what they show."""
 
 from __future__ import annotations
 
@@ -8,9 +8,13 @@ import pkgutil
 
 import pytest
 
-import pathwatch.dynamics as package
+PACKAGES = ["pathwatch.dynamics", "pathwatch.evaluation"]
 
-MODULES = [info.name for info in pkgutil.iter_modules(package.__path__, f"{package.__name__}.")]
+MODULES = [
+    info.name
+    for package in PACKAGES
+    for info in pkgutil.iter_modules(importlib.import_module(package).__path__, f"{package}.")
+]
 
 
 @pytest.mark.parametrize("name", MODULES)
