@@ -15,7 +15,13 @@ from monitor_oracle import assert_records_match, make_probe, reference_records
 
 from pathwatch.capture import capture
 from pathwatch.errors import InputError
-from pathwatch.monitor import JSONLSink, MonitorWarning, PathwayMonitor, consecutive_rises
+from pathwatch.monitor import (
+    JSONLSink,
+    MonitorWarning,
+    PathwayMonitor,
+    consecutive_rises,
+    consecutive_stalls,
+)
 from tiny_models import WORDS, build_tiny_model, build_tiny_tokenizer
 
 CHECKPOINTS = (6, 12, 18, 24)
@@ -69,7 +75,7 @@ def test_plain_loop_records_equal_the_library_on_each_checkpoint(tmp_path, domai
     assert {key.split("/")[1] for key in want[0]} == scopes
     for record, row, expected in zip(monitor.history, rows, want, strict=True):
         extra = set(record) - set(expected) - {"step", "monitor/seconds"}
-        assert extra == {f"warning/{scope}" for scope in scopes}
+        assert extra == {f"{flag}/{scope}" for scope in scopes for flag in ("warning", "stalled")}
         assert_records_match(record, expected)
         assert {k: v for k, v in row.items() if v is not None} == {
             k: v for k, v in record.items() if not np.isnan(v)
@@ -94,12 +100,44 @@ def test_a_sorted_series_rises_at_every_step_and_its_reverse_never(values):
     assert consecutive_rises(sorted(values, reverse=True)) == 0
 
 
+@given(
+    st.lists(st.floats(-1e6, 1e6) | st.just(float("nan")), max_size=12),
+    st.floats(0.0, 0.5),
+)
+def test_consecutive_stalls_counts_the_trailing_run_of_small_moves(values, tolerance):
+    expected = 0
+    for t in range(len(values) - 1, 0, -1):
+        if not abs(values[t] - values[t - 1]) <= tolerance * abs(values[t - 1]):
+            break
+        expected += 1
+    assert consecutive_stalls(values, tolerance) == expected
+
+
 def _route_with_gate_scale(model, original: dict, scale: float) -> None:
     """Scale every router's weights: larger scales route more sharply, so pathways get shorter."""
     with torch.no_grad():
         for name, param in model.named_parameters():
             if name in original:
                 param.copy_(original[name] * scale)
+
+
+@pytest.mark.parametrize(
+    ("stall_tolerance", "warned_at"),
+    [(0.01, [4, 5]), (None, [])],  # memorized from checkpoint 2; unchanged at 3, 4, 5
+)
+def test_warns_when_memorized_distance_stalls(model, stall_tolerance, warned_at):
+    monitor = PathwayMonitor(
+        make_probe(), epsilon=100.0, delta=10.0, warn_after=2, stall_tolerance=stall_tolerance
+    )
+    warned = []
+    for checkpoint in range(1, 6):  # the same weights at every checkpoint: nothing moves
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            record = monitor.on_checkpoint(model, 10 * checkpoint)
+        if any("stalled" in str(w.message) for w in caught):
+            warned.append(checkpoint)
+        assert record["stalled/all"] == record["warning/all"] == float(checkpoint in warned)
+    assert warned == warned_at
 
 
 @pytest.mark.parametrize(
@@ -113,7 +151,9 @@ def _route_with_gate_scale(model, original: dict, scale: float) -> None:
 def test_warns_when_memorized_distance_keeps_rising(model, scales, warn_after, warned_at):
     probe = make_probe()
     # every sample counts as memorized from the second checkpoint: ε and δ far above the losses
-    monitor = PathwayMonitor(probe, epsilon=100.0, delta=10.0, warn_after=warn_after)
+    monitor = PathwayMonitor(
+        probe, epsilon=100.0, delta=10.0, warn_after=warn_after, stall_tolerance=None
+    )
     original = {
         n: p.detach().clone() for n, p in model.named_parameters() if n.endswith("gate.weight")
     }
@@ -179,6 +219,7 @@ def test_steps_must_increase_and_a_rejected_step_leaves_no_trace(model):
         ({"delta": -0.1}, r"'delta' parameter .* non-negative"),
         ({"max_pairs": 0}, r"'max_pairs' parameter"),
         ({"warn_after": 0}, r"'warn_after' parameter .* positive int"),
+        ({"stall_tolerance": -0.1}, r"'stall_tolerance' parameter .* non-negative"),
         ({"epsilon": "fixed"}, r"'epsilon' parameter .* \"auto\""),
         ({"epsilon": -1.0}, r"'epsilon' parameter"),
         ({"epsilon": {"alpha": 0.5}}, r"no value for domain\(s\) \['beta'\]"),

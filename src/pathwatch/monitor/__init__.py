@@ -16,6 +16,7 @@ _LAZY: dict[str, str] = {
     "PathwayMonitor": "pathwatch.monitor.probe",
     "MonitorWarning": "pathwatch.monitor.probe",
     "consecutive_rises": "pathwatch.monitor.probe",
+    "consecutive_stalls": "pathwatch.monitor.probe",
     "PathwayCallback": "pathwatch.monitor.hf_trainer",
     "Sink": "pathwatch.monitor.sinks",
     "JSONLSink": "pathwatch.monitor.sinks",

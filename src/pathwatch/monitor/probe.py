@@ -75,7 +75,12 @@ class PathwayMonitor:
     max_pairs : int, optional
         Estimate distances on this many sampled pairs per group instead of all pairs.
     warn_after : int, default 3
-        Warn when the distance of memorized samples has risen at this many consecutive checkpoints.
+        Warn when the distance of memorized samples has risen (the signal reverses) or stalled at
+        this many consecutive checkpoints.
+    stall_tolerance : float or None, default 0.01
+        A checkpoint "stalls" when the memorized distance moved by at most this fraction of its
+        previous value. A domain that has finished generalizing stalls too: read the warning with
+        the loss. None turns the stall warning off.
     batch_size, max_length : int
         Passed to :func:`pathwatch.capture.capture`.
 
@@ -111,6 +116,7 @@ class PathwayMonitor:
         delta: float = 0.05,
         max_pairs: int | None = None,
         warn_after: int = 3,
+        stall_tolerance: float | None = 0.01,
         batch_size: int = 16,
         max_length: int = 512,
     ) -> None:
@@ -131,6 +137,12 @@ class PathwayMonitor:
             raise invalid_parameter(func, "max_pairs", "a positive int or None", max_pairs)
         if not (_is_int(warn_after) and warn_after > 0):
             raise invalid_parameter(func, "warn_after", "a positive int", warn_after)
+        if stall_tolerance is not None and not (
+            _is_real(stall_tolerance) and math.isfinite(stall_tolerance) and stall_tolerance >= 0
+        ):
+            raise invalid_parameter(
+                func, "stall_tolerance", "a non-negative float or None", stall_tolerance
+            )
         self.samples = check_samples((s, f"samples[{i}]") for i, s in enumerate(samples))
         self.tokenizer = tokenizer
         self.sinks = list(sinks)
@@ -139,6 +151,7 @@ class PathwayMonitor:
         self.delta = float(delta)
         self.max_pairs = max_pairs
         self.warn_after = warn_after
+        self.stall_tolerance = stall_tolerance
         self.batch_size = batch_size
         self.max_length = max_length
 
@@ -275,23 +288,47 @@ class PathwayMonitor:
             record[f"smoothness/{scope}"] = _nanmean(routes.smoothness[index])
             record[f"adjacent_cosine/{scope}"] = _nanmean(routes.adjacent_cosine[index])
             record[f"consistency_nan/{scope}"] = float(np.isnan(routes.consistency[index]).sum())
-            record[f"warning/{scope}"] = float(self._check_rising(scope, distance_memorized))
+            stalled = self._check_stalled(scope, distance_memorized)
+            rising = self._check_rising(scope, distance_memorized)
+            record[f"stalled/{scope}"] = float(stalled)
+            record[f"warning/{scope}"] = float(rising or stalled)
         return record
 
     def _distance(self, group: Pathways) -> float:
         """Mean pairwise pathway distance of a group (NaN with fewer than two samples)."""
         return mean_pairwise_distance(group, self.unit, max_pairs=self.max_pairs, seed=0)
 
+    def _series(self, scope: str, distance: float) -> list[float]:
+        """The memorized distance of ``scope`` at every checkpoint so far, this one last."""
+        key = f"distance_memorized/{scope}"
+        return [*(record[key] for record in self.history), distance]
+
     def _check_rising(self, scope: str, distance: float) -> bool:
         """Warn when the memorized distance of ``scope`` has risen ``warn_after`` times in a row."""
-        key = f"distance_memorized/{scope}"
-        rises = consecutive_rises([*(record[key] for record in self.history), distance])
+        rises = consecutive_rises(self._series(scope, distance))
         if rises < self.warn_after:
             return False
         warnings.warn(
             f"pathwatch: the pathway distance of memorized samples ({scope}) has risen at "
             f"{rises} consecutive checkpoints (now {distance:.4g} at step {self.steps[-1]}): "
             "memorized samples are diverging instead of generalizing.",
+            MonitorWarning,
+            stacklevel=4,
+        )
+        return True
+
+    def _check_stalled(self, scope: str, distance: float) -> bool:
+        """Warn when the memorized distance of ``scope`` has stalled ``warn_after`` times in a row."""
+        if self.stall_tolerance is None:
+            return False
+        stalls = consecutive_stalls(self._series(scope, distance), self.stall_tolerance)
+        if stalls < self.warn_after:
+            return False
+        warnings.warn(
+            f"pathwatch: the pathway distance of memorized samples ({scope}) has moved by at most "
+            f"{self.stall_tolerance:.0%} at {stalls} consecutive checkpoints (now {distance:.4g} "
+            f"at step {self.steps[-1]}): the generalization signal has stalled (or the domain "
+            "has finished generalizing; check its loss).",
             MonitorWarning,
             stacklevel=4,
         )
@@ -368,9 +405,38 @@ def consecutive_rises(values: Sequence[float]) -> int:
     >>> consecutive_rises([5.0, 3.0, 4.0, 6.0, 7.5]), consecutive_rises([1.0, float("nan"), 2.0])
     (3, 0)
     """
-    rose = np.diff(np.asarray(values, dtype=np.float64)) > 0  # a comparison with NaN is False
-    falls = np.flatnonzero(~rose)
-    return int(rose.size - falls[-1] - 1) if falls.size else int(rose.size)
+    return _trailing_run(np.diff(np.asarray(values, dtype=np.float64)) > 0)  # NaN compares False
+
+
+def consecutive_stalls(values: Sequence[float], tolerance: float) -> int:
+    """How many times in a row the series stayed within ``tolerance`` (relative) at its end.
+
+    Parameters
+    ----------
+    values : sequence of float, length T
+        A metric over checkpoints, oldest first.
+    tolerance : float
+        A step t stalls when ``|values[t] - values[t - 1]| <= tolerance * |values[t - 1]|``.
+
+    Returns
+    -------
+    int
+        The number of trailing steps that stalled (NaN breaks a run).
+
+    Examples
+    --------
+    >>> consecutive_stalls([9.0, 5.0, 5.02, 5.0, 5.01], 0.01), consecutive_stalls([2.0, 2.0], 0.0)
+    (3, 1)
+    """
+    series = np.asarray(values, dtype=np.float64)
+    moved = np.abs(np.diff(series))
+    return _trailing_run(moved <= tolerance * np.abs(series[:-1]))  # NaN compares False
+
+
+def _trailing_run(flags: NDArray[np.bool_]) -> int:
+    """Length of the run of True values at the end of ``flags``."""
+    breaks = np.flatnonzero(~flags)
+    return int(flags.size - breaks[-1] - 1) if breaks.size else int(flags.size)
 
 
 def _nanmean(values: NDArray[np.floating]) -> float:
