@@ -102,6 +102,17 @@ def capture(
     progress: Annotated[
         bool, typer.Option("--progress/--no-progress", help="Show a progress bar on stderr.")
     ] = True,
+    virtual_experts: Annotated[
+        int | None,
+        typer.Option(
+            "--virtual-experts",
+            help="Capture a dense model (no router) through K virtual experts per MLP layer: "
+            "neuron clusters fitted on the first checkpoint, weight = a cluster's share of "
+            "activation mass. An extension beyond the paper (docs/virtual-pathways.md).",
+            min=2,
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Capture routing weights and losses of every checkpoint into a resumable run directory."""
     from pathwatch.pipeline import capture_run
@@ -115,13 +126,15 @@ def capture(
         max_length=max_length,
         shard_size=shard_size,
         progress=progress,
+        virtual_experts=virtual_experts,
     )
     manifest = store.manifest
     truncated = int(store.load_checkpoint(manifest.steps[0]).truncated.sum())
     typer.echo(
         f"Captured {len(manifest.checkpoints)} checkpoint(s) (steps {manifest.steps[0]}.."
         f"{manifest.steps[-1]}) x {manifest.samples.count} samples of a {manifest.model.family} "
-        f"model ({len(manifest.model.moe_layers)} MoE layers, {manifest.model.n_experts} experts) "
+        f"model ({len(manifest.model.moe_layers)} MoE layers, {manifest.model.n_experts} experts"
+        f"{' (virtual)' if virtual_experts else ''}) "
         f"into {store.path}; {truncated} sample(s) truncated to --max-length {max_length}."
     )
 

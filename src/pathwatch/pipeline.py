@@ -39,6 +39,7 @@ from pathwatch.store.manifest import (
 
 if TYPE_CHECKING:
     from pathwatch.capture.samples import Sample
+    from pathwatch.capture.virtual import VirtualExperts
 
 __all__ = [
     "Analysis",
@@ -127,12 +128,42 @@ def _steps(dirs: list[Path], steps: Sequence[int] | None) -> list[int]:
     return list(steps)
 
 
-def _inspect_checkpoint(path: Path) -> tuple[ModelInfo, dict[str, Any]]:
-    """Model facts of a checkpoint from its config alone (the model is built on the meta device)."""
+def _model_info(model: Any, virtual_experts: int | None) -> ModelInfo:
+    """The manifest's model entry: the MoE routers, or the MLP layers with K virtual experts."""
+    from pathwatch.capture.families import find_routers
+    from pathwatch.capture.virtual import FAMILY, dense_mlps
+
+    if virtual_experts is None:
+        routers = find_routers(model)
+        return ModelInfo(**{**routers.summary(), "moe_layers": routers.layers})
+    mlps = dense_mlps(model)
+    width = mlps[0].inputs.out_features
+    if not 2 <= virtual_experts <= width:
+        raise invalid_parameter(
+            "capture_run",
+            "virtual_experts",
+            f"an int in [2, {width}] (the MLP width)",
+            virtual_experts,
+        )
+    return ModelInfo(
+        family=FAMILY,
+        model_type=str(model.config.get_text_config().model_type),
+        n_layers=len(model.get_decoder().layers),
+        moe_layers=tuple(mlp.layer for mlp in mlps),
+        n_experts=virtual_experts,
+        top_k=None,
+    )
+
+
+def _inspect_checkpoint(
+    path: Path, virtual_experts: int | None = None
+) -> tuple[ModelInfo, dict[str, Any]]:
+    """Model facts of a checkpoint from its config alone (the model is built on the meta device).
+
+    With ``virtual_experts`` K, the MoE layers are the dense model's MLP layers, K experts each.
+    """
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
-
-    from pathwatch.capture.families import find_routers
 
     try:
         config = AutoConfig.from_pretrained(path)
@@ -145,7 +176,7 @@ def _inspect_checkpoint(path: Path) -> tuple[ModelInfo, dict[str, Any]]:
     try:
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(config)
-        routers = find_routers(model)
+        info = _model_info(model, virtual_experts)
     except UnsupportedModelError as exc:
         raise UnsupportedModelError(f"Checkpoint {path}: {exc}") from exc
     except ValueError as exc:
@@ -153,7 +184,6 @@ def _inspect_checkpoint(path: Path) -> tuple[ModelInfo, dict[str, Any]]:
             f"Checkpoint {path}: model_type {config.model_type!r} is not a causal LM transformers "
             f"can build ({str(exc).splitlines()[0]}); pass a Mixture-of-Experts causal LM."
         ) from exc
-    info = ModelInfo(**{**routers.summary(), "moe_layers": routers.layers})
     text_config = config.get_text_config()
     architecture = {
         "model_type": info.model_type,
@@ -282,6 +312,7 @@ def capture_run(
     max_length: int = 512,
     shard_size: int = 1024,
     progress: bool = True,
+    virtual_experts: int | None = None,
 ) -> RunStore:
     """Capture per-sample routing and loss of every checkpoint into a resumable run directory.
 
@@ -300,6 +331,10 @@ def capture_run(
     batch_size, max_length : passed to :func:`pathwatch.capture`.
     shard_size : samples per unit.
     progress : show a progress bar over units on stderr.
+    virtual_experts : capture *dense* checkpoints through K virtual experts per MLP layer (an
+        extension beyond the paper, :mod:`pathwatch.capture.virtual`): the neuron clusters are
+        fitted on the first checkpoint, stored as ``RUN/virtual_experts.safetensors`` and reused
+        for every checkpoint (and on resume).
 
     Returns
     -------
@@ -312,7 +347,8 @@ def capture_run(
         A missing or unreadable path, an unparseable step, bad samples, checkpoints that disagree
         on architecture or tokenizer, or a run directory made from other inputs.
     UnsupportedModelError
-        A checkpoint is not a Mixture-of-Experts model.
+        A checkpoint is not a Mixture-of-Experts model (and no ``virtual_experts``), or has no dense
+        MLPs for virtual experts.
     StoreError
         The run directory cannot be written (e.g. the disk is full).
 
@@ -330,13 +366,15 @@ def capture_run(
         ("shard_size", shard_size),
     ):
         _positive_int("capture_run", name, value)
+    if virtual_experts is not None:
+        _positive_int("capture_run", "virtual_experts", virtual_experts)
     dirs = _checkpoint_dirs(checkpoints)
     step_of = dict(zip(dirs, _steps(dirs, steps), strict=True))
     samples_file = Path(samples_path).expanduser()
     samples = read_samples(samples_file)
     ckpts = []
     for path in sorted(dirs, key=step_of.__getitem__):
-        info, architecture = _inspect_checkpoint(path)
+        info, architecture = _inspect_checkpoint(path, virtual_experts)
         ckpts.append(_Checkpoint(step_of[path], path, info, architecture))
     _check_same_architecture(ckpts)
     tokenizer = _tokenizer(ckpts) if any(s.text is not None for s in samples) else None
@@ -381,8 +419,25 @@ def capture_run(
         except StoreError:  # absent or damaged: a previous capture stopped before writing it
             store.write_samples(_sample_table(samples))
         remove_temporaries(out)
-        _capture_missing(store, ckpts, samples, tokenizer, progress)
+        experts = _virtual_experts(store, ckpts[0]) if virtual_experts is not None else None
+        _capture_missing(store, ckpts, samples, tokenizer, progress, experts)
     return store
+
+
+def _virtual_experts(store: RunStore, first: _Checkpoint) -> VirtualExperts:
+    """The run's virtual experts: read back, or fitted on its first checkpoint and written once."""
+    from pathwatch.capture.virtual import fit_virtual_experts
+    from pathwatch.store.virtual_experts import (
+        read_virtual_experts,
+        virtual_experts_path,
+        write_virtual_experts,
+    )
+
+    if virtual_experts_path(store.path).is_file():
+        return read_virtual_experts(store.path, n_experts=store.manifest.model.n_experts)
+    experts = fit_virtual_experts(_load_model(first.path), store.manifest.model.n_experts)
+    write_virtual_experts(store.path, experts)
+    return experts
 
 
 def _sample_table(samples: list[Sample]) -> Any:
@@ -407,6 +462,7 @@ def _capture_shard(
     bounds: tuple[int, int],
     tokenizer: Any,
     settings: Settings,
+    experts: VirtualExperts | None,
 ) -> CheckpointData:
     """Capture samples ``[start, stop)`` with one checkpoint's model; errors name the checkpoint."""
     from pathwatch.capture import capture
@@ -421,6 +477,7 @@ def _capture_shard(
                 tokenizer,
                 batch_size=settings.batch_size,
                 max_length=settings.max_length,
+                virtual_experts=experts,
             )
     except InputError as exc:  # e.g. NaN weights: say which checkpoint and samples
         raise type(exc)(
@@ -435,8 +492,12 @@ def _capture_missing(
     samples: list[Sample],
     tokenizer: Any,
     progress: bool,
+    experts: VirtualExperts | None,
 ) -> None:
-    """Capture and write every unit that is absent or fails verification, and missing router weights."""
+    """Capture and write every unit that is absent or fails verification, and missing router weights.
+
+    With virtual ``experts``, the router weights are their expert embeddings.
+    """
     from tqdm.auto import tqdm
 
     from pathwatch.capture.families import find_routers
@@ -454,11 +515,16 @@ def _capture_missing(
                 continue
             model = _load_model(ckpt.path)
             if not store.has_router_weights(ckpt.step):
-                store.write_router_weights(ckpt.step, find_routers(model).weights())
+                weights = (
+                    find_routers(model).weights()
+                    if experts is None
+                    else experts.router_weights(model)
+                )
+                store.write_router_weights(ckpt.step, weights)
             for shard in shards:
                 bounds = store.manifest.samples.shard_bounds(shard)
                 data = _capture_shard(
-                    model, ckpt, samples, bounds, tokenizer, store.manifest.settings
+                    model, ckpt, samples, bounds, tokenizer, store.manifest.settings, experts
                 )
                 store.write_unit(ckpt.step, shard, data)
                 done_samples += bounds[1] - bounds[0]

@@ -22,9 +22,11 @@ from tqdm.auto import tqdm
 from pathwatch.capture.families import Routers, find_routers
 from pathwatch.capture.hooks import RoutingRecorder
 from pathwatch.capture.samples import Encoded, Sample, check_samples, encode_samples, read_samples
+from pathwatch.capture.virtual import FAMILY as VIRTUAL_FAMILY
+from pathwatch.capture.virtual import VirtualExperts, VirtualRecorder, fit_virtual_experts
 from pathwatch.errors import InputError, invalid_parameter, unknown_name
 
-__all__ = ["Capture", "Sample", "capture", "read_samples"]
+__all__ = ["Capture", "Sample", "VirtualExperts", "capture", "fit_virtual_experts", "read_samples"]
 
 PADDING_SIDES = ("right", "left")
 _LOSS_CHUNK = 2**21  # logits per cross-entropy call (8 MiB of float32)
@@ -110,7 +112,7 @@ def _token_loss(logits: torch.Tensor, ids: torch.Tensor, scored: torch.Tensor) -
 
 def _forward(
     model: Any,
-    recorder: RoutingRecorder,
+    recorder: RoutingRecorder | VirtualRecorder,
     ids: torch.Tensor,
     real: torch.Tensor,
     scored: torch.Tensor,
@@ -126,6 +128,42 @@ def _forward(
     return recorder.means(), loss.to(ids.device)
 
 
+@dataclass(frozen=True)
+class _Routing:
+    """What capture records from: a recorder (not yet entered) and the facts a Capture stores."""
+
+    recorder: RoutingRecorder | VirtualRecorder
+    layers: list[int]
+    n_experts: int
+    router_weights: list[np.ndarray]
+    family: str
+
+
+def _routing(model: Any, virtual_experts: VirtualExperts | int | None) -> _Routing:
+    """The model's MoE routers, or its virtual experts (fitted here when given as K)."""
+    if virtual_experts is None:
+        routers: Routers = find_routers(model)
+        return _Routing(
+            RoutingRecorder(routers),
+            list(routers.layers),
+            routers.n_experts,
+            routers.weights(),
+            routers.family.key,
+        )
+    experts = (
+        virtual_experts
+        if isinstance(virtual_experts, VirtualExperts)
+        else fit_virtual_experts(model, virtual_experts)
+    )
+    return _Routing(
+        VirtualRecorder(model, experts),  # checks that the clusters fit the model
+        list(experts.layers),
+        experts.n_experts,
+        experts.router_weights(model),
+        VIRTUAL_FAMILY,
+    )
+
+
 def capture(
     model: Any,
     samples: Sequence[Any],
@@ -135,6 +173,7 @@ def capture(
     max_length: int = 512,
     padding_side: str = "right",
     progress: bool = False,
+    virtual_experts: VirtualExperts | int | None = None,
 ) -> Capture:
     """Run ``model`` over ``samples`` and keep each sample's mean routing and loss.
 
@@ -158,6 +197,10 @@ def capture(
     padding_side : {"right", "left"}, default "right"
     progress : bool, default False
         Show a tqdm bar (samples/s).
+    virtual_experts : VirtualExperts or int, optional
+        Capture a *dense* model through virtual experts (an extension beyond the paper, see
+        :mod:`pathwatch.capture.virtual`): clusters from :func:`fit_virtual_experts`, or K to fit
+        them on this model. Pass the same clusters for every checkpoint of a series.
 
     Returns
     -------
@@ -168,7 +211,8 @@ def capture(
     Raises
     ------
     UnsupportedModelError
-        The model has no recordable MoE router.
+        The model has no recordable MoE router (and no ``virtual_experts``), or the virtual experts
+        do not fit its MLPs.
     InputError
         A bad sample or option, or a non-finite loss or routing.
 
@@ -179,7 +223,7 @@ def capture(
     (2, 16, 64)
     """
     _check_options(batch_size, max_length, padding_side)
-    routers: Routers = find_routers(model)
+    routing = _routing(model, virtual_experts)
     if isinstance(samples, (str, bytes, dict)) or not isinstance(samples, Sequence):
         raise invalid_parameter("capture", "samples", "a list of samples", type(samples).__name__)
     checked: list[Sample] = check_samples((s, f"samples[{i}]") for i, s in enumerate(samples))
@@ -198,15 +242,15 @@ def capture(
     n_tokens = np.array([ids.size for ids in encoded.ids], np.int64)
     order = np.argsort(-n_tokens, kind="stable")
     device = model.get_input_embeddings().weight.device
-    n, n_layers = len(checked), len(routers.layers)
-    mean_weights = np.empty((n, n_layers, routers.n_experts), np.float32)
+    n = len(checked)
+    mean_weights = np.empty((n, len(routing.layers), routing.n_experts), np.float32)
     loss = np.empty(n, np.float32)
     modes = [(module, module.training) for module in model.modules()]
     model.eval()
     try:
         with (
             torch.inference_mode(),
-            RoutingRecorder(routers) as recorder,
+            routing.recorder as recorder,
             tqdm(total=n, unit="sample", desc="capture", disable=not progress) as bar,
         ):
             for start in range(0, n, batch_size):
@@ -232,9 +276,9 @@ def capture(
         loss=loss,
         n_tokens=n_tokens,
         truncated=encoded.truncated,
-        layers=list(routers.layers),
-        router_weights=routers.weights(),
-        family=routers.family.key,
+        layers=routing.layers,
+        router_weights=routing.router_weights,
+        family=routing.family,
     )
 
 

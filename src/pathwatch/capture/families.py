@@ -183,7 +183,9 @@ def _router_recorder(model: nn.Module) -> tuple[type, int]:
         return target, int(spec.index)
     raise UnsupportedModelError(
         f"{type(model).__name__} has no MoE router that pathwatch can record. Supported: {SUPPORTED}. "
-        "Dense models have no routing pathways; pass a Mixture-of-Experts causal LM."
+        "Dense models have no router: capture them through virtual experts (an extension beyond "
+        "the paper), e.g. capture(model, samples, virtual_experts=8) or `pathwatch capture "
+        "--virtual-experts 8`."
     )
 
 

@@ -1,0 +1,286 @@
+"""Virtual pathways for dense models — an extension beyond the paper, which covers MoE models only.
+
+A dense transformer has no router, so pathwatch gives each MLP layer K *virtual experts*:
+
+1. **Clusters, fixed once per run.** The intermediate neurons of each MLP layer are split into K
+   clusters by spherical k-means (scipy ``kmeans2``, k-means++ seeding, seed fixed) on their *input
+   rows* — the row of the gate projection in gated MLPs (Llama, Mistral, Qwen2, OLMo, Gemma), of the
+   first projection in plain ones. The row is the direction a neuron reads from the residual stream,
+   like a router row; the gate row has no sign ambiguity (``silu`` is not odd), unlike the up and
+   down projections, whose signs can flip together without changing the function. Neuron order is
+   arbitrary in a trained MLP, so contiguous blocks would be random clusters; k-means groups neurons
+   that read similar directions. Clusters are fitted on the first checkpoint of a run and reused for
+   every later one (``capture_run`` stores them in ``RUN/virtual_experts.safetensors``).
+2. **Routing weights.** For a token with activations ``a`` entering the down projection (I values),
+   the weight of virtual expert k is its share of activation mass: ``Σ_{n∈k} |a_n| / Σ_n |a_n|``.
+   These sum to 1 per token and are averaged over the sample's real tokens (padding masked), exactly
+   as router probabilities are, giving ``mean_weights`` of shape (N, L, K).
+3. **Expert embeddings** for pathway consistency: the mean input row of each cluster, (K, H).
+
+Everything downstream (pathways, distance, consistency, onsets, correlations) is unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from pathwatch.errors import UnsupportedModelError, invalid_parameter
+
+__all__ = [
+    "FAMILY",
+    "MLP_PROJECTIONS",
+    "VirtualExperts",
+    "VirtualRecorder",
+    "dense_mlps",
+    "fit_virtual_experts",
+]
+
+#: family key of captures and runs with virtual experts
+FAMILY = "virtual"
+
+#: (input, down) attribute names of a dense MLP's ``nn.Linear`` projections, first present pair wins:
+#: the input projection holds the neurons' input rows (I, H) — the gate of gated MLPs (Llama, Mistral,
+#: Qwen2, OLMo, Gemma: gate_proj / down_proj), else the first projection (Phi, OPT: fc1 / fc2;
+#: GPT-NeoX: dense_h_to_4h / dense_4h_to_h) — and the down projection reads the I activations.
+MLP_PROJECTIONS = (
+    ("gate_proj", "down_proj"),
+    ("w1", "w2"),
+    ("fc1", "fc2"),
+    ("dense_h_to_4h", "dense_4h_to_h"),
+)
+
+_KMEANS_ITERATIONS = 20
+_EPS = 1e-12
+
+
+@dataclass(frozen=True)
+class _Mlp:
+    """One dense MLP: its decoder-layer index, the input projection and the down projection."""
+
+    layer: int
+    inputs: nn.Linear
+    down: nn.Linear
+
+
+def dense_mlps(model: nn.Module) -> list[_Mlp]:
+    """The MLP of every decoder layer of a dense causal LM, in layer order.
+
+    Raises
+    ------
+    UnsupportedModelError
+        No decoder layers, or a layer without an MLP of :data:`MLP_PROJECTIONS`.
+    """
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
+    layers = getattr(decoder, "layers", None)
+    if not isinstance(layers, nn.ModuleList) or len(layers) == 0:
+        raise UnsupportedModelError(
+            f"{type(model).__name__}: cannot find the decoder layers (model.get_decoder().layers) "
+            "whose MLPs give virtual experts."
+        )
+    mlps = []
+    for index, layer in enumerate(layers):
+        found = next(
+            (
+                _Mlp(index, getattr(module, names[0]), getattr(module, names[1]))
+                for module in layer.modules()
+                for names in MLP_PROJECTIONS
+                if all(isinstance(getattr(module, name, None), nn.Linear) for name in names)
+            ),
+            None,
+        )
+        if found is None or found.down.in_features != found.inputs.out_features:
+            raise UnsupportedModelError(
+                f"{type(model).__name__}: decoder layer {index} has no dense MLP with nn.Linear "
+                f"projections named {' / '.join(MLP_PROJECTIONS[0])} (or "
+                f"{', '.join(' / '.join(p) for p in MLP_PROJECTIONS[1:])}); virtual experts need "
+                "one per layer (MoE models: capture without virtual_experts)."
+            )
+        mlps.append(found)
+    return mlps
+
+
+@dataclass(frozen=True)
+class VirtualExperts:
+    """K clusters of the intermediate neurons of every MLP layer of a dense model.
+
+    Attributes
+    ----------
+    assignment : int64 array of shape (L, I)
+        Virtual expert (cluster id in ``[0, K)``) of each neuron of each layer.
+    layers : tuple of int, length L
+        Decoder-layer index of each MLP layer.
+    seed : int
+        Seed of the k-means fit.
+    """
+
+    assignment: np.ndarray
+    layers: tuple[int, ...]
+    seed: int = 0
+
+    @property
+    def n_experts(self) -> int:
+        """Number of virtual experts K per layer."""
+        return int(self.assignment.max()) + 1
+
+    def check(self, mlps: list[_Mlp]) -> None:
+        """UnsupportedModelError unless these clusters fit the model's MLPs (layers and widths)."""
+        layers = tuple(m.layer for m in mlps)
+        widths = {m.inputs.out_features for m in mlps}
+        if layers != self.layers or widths != {self.assignment.shape[1]}:
+            raise UnsupportedModelError(
+                f"virtual experts of MLP layers {list(self.layers)} with {self.assignment.shape[1]} "
+                f"neurons do not fit a model with MLP layers {list(layers)} of {sorted(widths)} "
+                "neurons; fit them on a checkpoint of the same architecture."
+            )
+
+    def router_weights(self, model: nn.Module) -> list[np.ndarray]:
+        """Expert embeddings: the mean input row of each cluster, one float32 (K, H) array per layer."""
+        mlps = dense_mlps(model)
+        self.check(mlps)
+        out = []
+        for mlp, labels in zip(mlps, self.assignment, strict=True):
+            rows = mlp.inputs.weight.detach().float().cpu().numpy()
+            onehot = np.eye(self.n_experts, dtype=np.float32)[labels]  # (I, K)
+            out.append((onehot.T @ rows) / onehot.sum(axis=0)[:, None])
+        return out
+
+
+def _kmeans(rows: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Spherical k-means labels (I,) of unit rows, every cluster non-empty."""
+    from scipy.cluster.vq import kmeans2
+
+    unit = rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), _EPS)
+    centroids, labels = kmeans2(
+        unit.astype(np.float64),
+        k,
+        iter=_KMEANS_ITERATIONS,
+        minit="++",
+        missing="warn",
+        seed=np.random.default_rng(seed),
+    )
+    labels = labels.astype(np.int64)
+    for empty in np.setdiff1d(np.arange(k), labels):  # rare: move the worst-fitting neuron
+        counts = np.bincount(labels, minlength=k)
+        distance = np.linalg.norm(unit - centroids[labels], axis=1)
+        distance[counts[labels] < 2] = -1.0
+        labels[int(np.argmax(distance))] = empty
+    return labels
+
+
+def fit_virtual_experts(model: nn.Module, n_experts: int, *, seed: int = 0) -> VirtualExperts:
+    """Cluster each MLP layer's neurons into ``n_experts`` virtual experts (deterministic).
+
+    Parameters
+    ----------
+    model : transformers.PreTrainedModel
+        A dense causal LM (see :data:`MLP_PROJECTIONS`); in a checkpoint series, the first one.
+    n_experts : int
+        K, at least 2 and at most the MLP width.
+    seed : int, default 0
+
+    Returns
+    -------
+    VirtualExperts
+
+    Examples
+    --------
+    >>> experts = fit_virtual_experts(model, 8)  # doctest: +SKIP
+    >>> experts.assignment.shape  # doctest: +SKIP
+    (30, 1536)
+    """
+    mlps = dense_mlps(model)
+    width = mlps[0].inputs.out_features
+    if not isinstance(n_experts, int) or isinstance(n_experts, bool) or not 2 <= n_experts <= width:
+        raise invalid_parameter(
+            "fit_virtual_experts", "n_experts", f"an int in [2, {width}]", n_experts
+        )
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise invalid_parameter("fit_virtual_experts", "seed", "an int >= 0", seed)
+    assignment = np.stack(
+        [_kmeans(m.inputs.weight.detach().float().cpu().numpy(), n_experts, seed) for m in mlps]
+    )
+    return VirtualExperts(assignment, tuple(m.layer for m in mlps), seed)
+
+
+class VirtualRecorder:
+    """Context manager that hooks every down projection and averages virtual-expert weights per sample.
+
+    Same interface as :class:`pathwatch.capture.hooks.RoutingRecorder`: call :meth:`expect` with the
+    batch's (B, S) real-token mask before each forward pass, and :meth:`means` after it for the
+    (B, L, K) per-sample mean weights. Hooks are always removed.
+    """
+
+    def __init__(self, model: nn.Module, experts: VirtualExperts) -> None:
+        self._mlps = dense_mlps(model)
+        experts.check(self._mlps)
+        self._experts = experts
+        device = self._mlps[0].down.weight.device
+        # per layer (I, K) one-hot of the clusters
+        self._onehot = [
+            torch.nn.functional.one_hot(torch.from_numpy(labels), experts.n_experts)
+            .float()
+            .to(device)
+            for labels in experts.assignment
+        ]
+        self._handles: list[RemovableHandle] = []
+        self._means: list[torch.Tensor | None] = [None] * len(self._mlps)
+        self._mask: torch.Tensor | None = None
+        self._weights: torch.Tensor | None = None
+
+    def __enter__(self) -> VirtualRecorder:
+        try:
+            for layer, mlp in enumerate(self._mlps):
+                self._handles.append(mlp.down.register_forward_pre_hook(self._hook(layer)))
+        except BaseException:
+            self._remove()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._remove()
+
+    def _remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def expect(self, mask: torch.Tensor) -> None:
+        """Set the (B, S) boolean mask of real tokens for the next forward pass."""
+        self._mask = mask
+        self._weights = (mask / mask.sum(dim=1, keepdim=True).clamp(min=1))[:, None, :].float()
+        self._means = [None] * len(self._means)
+
+    def means(self) -> torch.Tensor:
+        """Per-sample mean virtual-expert weights of the last forward, (B, L, K) float32."""
+        missing = [self._mlps[i].layer for i, m in enumerate(self._means) if m is None]
+        if missing:
+            raise RuntimeError(f"MLPs of decoder layers {missing} did not run in the forward pass")
+        device = self._mask.device  # type: ignore[union-attr]
+        return torch.stack([m.to(device) for m in self._means], dim=1)  # type: ignore[union-attr]
+
+    def _hook(self, layer: int) -> Any:
+        def hook(module: nn.Module, args: Any) -> None:
+            if self._mask is None:
+                raise RuntimeError("VirtualRecorder.expect(mask) must be called before the forward")
+            activations = args[0]
+            mask = self._mask.to(activations.device)
+            mass = activations.reshape(*mask.shape, -1).abs().float() @ self._onehot[layer].to(
+                activations.device
+            )  # (B, S, K)
+            shares = mass / mass.sum(dim=-1, keepdim=True).clamp(min=_EPS)
+            shares = torch.where(mask[..., None], shares, 0.0)
+            self._means[layer] = torch.bmm(self._weights.to(shares.device), shares).squeeze(1)
+
+        return hook
