@@ -6,6 +6,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -13,7 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from pathwatch.errors import InputError
 from pathwatch.testbed.corpus import item_records
-from pathwatch.testbed.train import TestbedConfig, TestbedRun, train_testbed
+from pathwatch.testbed.train import TestbedConfig, TestbedRun, _training_loss, train_testbed
 
 TINY = TestbedConfig.tiny()
 
@@ -173,6 +174,9 @@ def test_refuses_stray_checkpoints(tmp_path: Path) -> None:
         ({"prime": 15}, "'prime' parameter of build_corpus"),
         ({"stop_accuracy": 1.5}, "'stop_accuracy' parameter"),
         ({"lr": -1.0}, "'lr' parameter"),
+        ({"router_aux_loss_coef": -0.1}, "'router_aux_loss_coef' parameter"),
+        ({"dense": True, "router_aux_loss_coef": 0.01}, "0 for a dense model"),
+        ({"dense": 1}, "'dense' parameter"),
     ],
 )
 def test_bad_config_is_rejected(changes: dict, match: str) -> None:
@@ -188,3 +192,132 @@ def test_bad_arguments_are_rejected(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
     with pytest.raises(InputError, match="not a directory"):
         train_testbed(tmp_path / "file", config=TINY)
+
+
+DENSE = dataclasses.replace(TINY, dense=True)
+BALANCED = dataclasses.replace(TINY, router_aux_loss_coef=0.05)
+
+
+@pytest.fixture(scope="module")
+def dense_run(tmp_path_factory: pytest.TempPathFactory) -> TestbedRun:
+    return train_testbed(tmp_path_factory.mktemp("dense"), config=DENSE, seed=0, progress=False)
+
+
+def _n_params(named: dict[str, torch.Tensor]) -> int:
+    return sum(t.numel() for t in named.values())
+
+
+def test_dense_run_is_a_llama_with_the_moes_active_parameters(dense_run: TestbedRun) -> None:
+    model = AutoModelForCausalLM.from_pretrained(dense_run.checkpoints[-1])
+    assert model.config.model_type == "llama"
+    assert model.config.intermediate_size == TINY.top_k * TINY.intermediate_size
+    assert (model.config.hidden_size, model.config.num_hidden_layers) == (
+        TINY.hidden_size,
+        TINY.num_layers,
+    )
+    assert model.lm_head.weight.data_ptr() != model.model.embed_tokens.weight.data_ptr()
+    # oracle: the MoE's parameters with top_k of num_experts experts active, less routers and qk-norms
+    moe = dict(
+        AutoModelForCausalLM.from_config(
+            TINY.model_config(model.config.vocab_size)
+        ).named_parameters()
+    )
+    experts = {k: v for k, v in moe.items() if ".mlp.experts." in k}
+    rest = {
+        k: v
+        for k, v in moe.items()
+        if k not in experts
+        and not k.endswith(("mlp.gate.weight", "q_norm.weight", "k_norm.weight"))
+    }
+    active = _n_params(rest) + _n_params(experts) * TINY.top_k // TINY.num_experts
+    assert _n_params(dict(model.named_parameters())) == active
+    losses = [c["train_loss"] for c in dense_run.curves if c["domain"] == "add"]
+    assert losses[-1] < losses[0]
+
+
+def test_dense_correctness_matches_a_plain_argmax(dense_run: TestbedRun) -> None:
+    rows = _jsonl(dense_run.accuracy_file)
+    model = AutoModelForCausalLM.from_pretrained(dense_run.checkpoints[-1]).eval()
+    tokenizer = AutoTokenizer.from_pretrained(dense_run.checkpoints[-1])
+    step = dense_run.steps[-1]
+    got = {r["item_id"]: r["correct"] for r in rows if r["step"] == step}
+    records = [r for s in DENSE.corpus(0).domains for r in item_records(s.name, s.test)]
+    ids = torch.tensor([tokenizer(r["prompt"])["input_ids"] for r in records])
+    with torch.no_grad():
+        predicted = model(input_ids=ids).logits[:, -1].argmax(-1).tolist()
+    answers = [tokenizer.convert_tokens_to_ids(r["text"].split()[-1]) for r in records]
+    assert [got[r["id"]] for r in records] == [
+        int(p == a) for p, a in zip(predicted, answers, strict=True)
+    ]
+
+
+@pytest.mark.parametrize("config", [DENSE, BALANCED], ids=["dense", "aux-loss"])
+def test_resuming_reloads_the_right_model_class(config: TestbedConfig, tmp_path: Path) -> None:
+    whole = train_testbed(tmp_path / "whole", config=config, seed=0, progress=False)
+    train_testbed(
+        tmp_path / "parts", config=dataclasses.replace(config, max_steps=30), seed=0, progress=False
+    )
+    parts = train_testbed(tmp_path / "parts", config=config, seed=0, progress=False)
+    a, b = _weights(whole.checkpoints[-1]), _weights(parts.checkpoints[-1])
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert parts.accuracy_file.read_bytes() == whole.accuracy_file.read_bytes()
+
+
+def test_fields_are_part_of_the_run_fingerprint(dense_run: TestbedRun) -> None:
+    with pytest.raises(InputError, match="another configuration or seed"):
+        train_testbed(dense_run.out_dir, config=TINY, seed=0, progress=False)
+    with pytest.raises(InputError, match="another configuration or seed"):
+        train_testbed(
+            dense_run.out_dir,
+            config=dataclasses.replace(TINY, router_aux_loss_coef=0.5, dense=False),
+            seed=0,
+            progress=False,
+        )
+
+
+def _switch_loss(router_logits: list[np.ndarray], top_k: int) -> float:
+    """Switch Transformer load balancing: E · Σ_e (share of top-k picks of e) · (mean router prob of e),
+    both pooled over layers and tokens; shares sum to top_k."""
+    logits = np.concatenate(router_logits)  # (layers × tokens, E)
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    n, n_experts = probs.shape
+    picks = np.argsort(-probs, axis=1)[:, :top_k]
+    share = np.bincount(picks.ravel(), minlength=n_experts) / n
+    return float(n_experts * (share * probs.mean(0)).sum())
+
+
+def test_training_loss_adds_coef_times_the_load_balancing_loss() -> None:
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(BALANCED.model_config(20))
+    ids = torch.randint(2, 20, (16, 5))
+    with torch.no_grad():
+        out = model(input_ids=ids[:, :-1], output_router_logits=True)
+        plain = torch.nn.functional.cross_entropy(out.logits[:, -1], ids[:, -1]).item()
+        lb = _switch_loss([r.numpy() for r in out.router_logits], TINY.top_k)
+        assert _training_loss(model, ids, 0.0).item() == pytest.approx(plain, rel=1e-5)
+        assert _training_loss(model, ids, 0.3).item() == pytest.approx(plain + 0.3 * lb, rel=1e-5)
+    assert lb >= TINY.top_k - 1e-6  # balanced routing is the minimum, top_k
+
+
+def _expert_load(run: TestbedRun) -> np.ndarray:
+    """Share of the probe tokens' top-k picks per expert at the last checkpoint, shape (layers, E)."""
+    model = AutoModelForCausalLM.from_pretrained(run.checkpoints[-1]).eval()
+    tokenizer = AutoTokenizer.from_pretrained(run.checkpoints[-1])
+    ids = torch.tensor([tokenizer(r["prompt"])["input_ids"] for r in _jsonl(run.train_samples)])
+    with torch.no_grad():
+        logits = model(input_ids=ids, output_router_logits=True).router_logits
+    picks = [r.topk(TINY.top_k, dim=-1).indices.ravel() for r in logits]
+    return np.stack([np.bincount(p.numpy(), minlength=TINY.num_experts) / len(p) for p in picks])
+
+
+def test_load_balancing_loss_balances_the_experts(run: TestbedRun, tmp_path: Path) -> None:
+    heavy = train_testbed(
+        tmp_path, config=dataclasses.replace(TINY, router_aux_loss_coef=1.0), seed=0, progress=False
+    )
+    assert (
+        AutoModelForCausalLM.from_pretrained(heavy.checkpoints[-1]).config.router_aux_loss_coef
+        == 1.0
+    )
+    imbalance = lambda load: float(np.abs(load - 1 / TINY.num_experts).sum())  # noqa: E731
+    assert imbalance(_expert_load(heavy)) < imbalance(_expert_load(run))

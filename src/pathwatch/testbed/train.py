@@ -29,7 +29,14 @@ from typing import Any
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from transformers import OlmoeConfig, OlmoeForCausalLM, PreTrainedTokenizerFast
+from transformers import (
+    AutoModelForCausalLM,
+    LlamaConfig,
+    OlmoeConfig,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+)
 from transformers.utils import logging as hf_logging
 
 from pathwatch.errors import InputError, invalid_parameter, unknown_name
@@ -63,6 +70,13 @@ class TestbedConfig:
         Training items per domain in the probe set ``train_samples.jsonl``.
     hidden_size, intermediate_size, num_layers, num_heads, num_experts, top_k
         The OLMoE model (every layer is an MoE layer; ``intermediate_size`` is per expert).
+    router_aux_loss_coef : float
+        Weight of OLMoE's load-balancing loss (Switch Transformer, ``coef × aux_loss`` from
+        ``OlmoeForCausalLM``) added to the training loss; 0 trains without it.
+    dense : bool
+        Train a dense ``LlamaForCausalLM`` of the same width, depth, heads and vocabulary instead,
+        whose MLP has ``top_k × intermediate_size`` units, so its active parameters match the MoE's
+        (less the routers); ``num_experts`` is then unused.
     lr, weight_decay, beta1, beta2, warmup_steps, batch_size
         AdamW with linear warm-up, then a constant rate; minibatches of ``batch_size`` items.
     max_steps, checkpoint_every
@@ -85,6 +99,8 @@ class TestbedConfig:
     num_heads: int = 4
     num_experts: int = 8
     top_k: int = 2
+    router_aux_loss_coef: float = 0.0
+    dense: bool = False
     lr: float = 3e-3
     weight_decay: float = 1.0
     beta1: float = 0.9
@@ -157,6 +173,19 @@ class TestbedConfig:
                 raise invalid_parameter(
                     "TestbedConfig", name, "a positive float (betas < 1)", value
                 )
+        if not isinstance(self.dense, bool):
+            raise invalid_parameter("TestbedConfig", "dense", "a bool", self.dense)
+        if not self.router_aux_loss_coef >= 0:
+            raise invalid_parameter(
+                "TestbedConfig", "router_aux_loss_coef", "a float ≥ 0", self.router_aux_loss_coef
+            )
+        if self.dense and self.router_aux_loss_coef:
+            raise invalid_parameter(
+                "TestbedConfig",
+                "router_aux_loss_coef",
+                "0 for a dense model (it has no router)",
+                self.router_aux_loss_coef,
+            )
         if self.weight_decay < 0:
             raise invalid_parameter(
                 "TestbedConfig", "weight_decay", "a float ≥ 0", self.weight_decay
@@ -183,25 +212,31 @@ class TestbedConfig:
             seed=seed,
         )
 
-    def model_config(self, vocab_size: int) -> OlmoeConfig:
-        """The ``OlmoeConfig`` of the model: top-k weights unnormalized, no auxiliary loss, untied embeddings."""
+    def model_config(self, vocab_size: int) -> PretrainedConfig:
+        """The model's config: an ``OlmoeConfig`` (top-k weights unnormalized, untied embeddings) or,
+        when ``dense``, a ``LlamaConfig`` with an MLP of ``top_k × intermediate_size`` units."""
+        shared = {
+            "vocab_size": vocab_size,
+            "hidden_size": self.hidden_size,
+            "num_hidden_layers": self.num_layers,
+            "num_attention_heads": self.num_heads,
+            "num_key_value_heads": self.num_heads,
+            "tie_word_embeddings": False,
+            "max_position_embeddings": 16,
+            "pad_token_id": 0,
+            "bos_token_id": None,
+            "eos_token_id": None,
+        }
+        if self.dense:
+            return LlamaConfig(intermediate_size=self.top_k * self.intermediate_size, **shared)
         return OlmoeConfig(
-            vocab_size=vocab_size,
-            hidden_size=self.hidden_size,
             intermediate_size=self.intermediate_size,
-            num_hidden_layers=self.num_layers,
-            num_attention_heads=self.num_heads,
-            num_key_value_heads=self.num_heads,
             num_experts=self.num_experts,
             num_experts_per_tok=self.top_k,
             norm_topk_prob=False,
-            router_aux_loss_coef=0.0,
+            router_aux_loss_coef=self.router_aux_loss_coef,
             output_router_logits=False,
-            tie_word_embeddings=False,
-            max_position_embeddings=16,
-            pad_token_id=0,
-            bos_token_id=None,
-            eos_token_id=None,
+            **shared,
         )
 
 
@@ -328,13 +363,23 @@ class _Data:
         return self.train_all[torch.from_numpy(take)]
 
 
-def _answer_logits(model: OlmoeForCausalLM, ids: torch.Tensor) -> torch.Tensor:
+def _answer_logits(model: PreTrainedModel, ids: torch.Tensor) -> torch.Tensor:
     """Logits of the answer token (the last one), predicted at the position of ``=``; shape (n, vocab)."""
     return model(input_ids=ids[:, :-1], logits_to_keep=1).logits[:, -1, :]
 
 
+def _training_loss(model: PreTrainedModel, ids: torch.Tensor, aux_coef: float) -> torch.Tensor:
+    """Mean answer-token cross-entropy of ``ids`` (n, 5), plus ``aux_coef ×`` the model's
+    load-balancing loss over the prompt tokens when ``aux_coef > 0``."""
+    if not aux_coef:
+        return torch.nn.functional.cross_entropy(_answer_logits(model, ids), ids[:, -1])
+    out = model(input_ids=ids[:, :-1], logits_to_keep=1, output_router_logits=True)
+    loss = torch.nn.functional.cross_entropy(out.logits[:, -1, :], ids[:, -1])
+    return loss + aux_coef * out.aux_loss
+
+
 @torch.no_grad()
-def _evaluate(model: OlmoeForCausalLM, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _evaluate(model: PreTrainedModel, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per item: answer-token NLL and exact-match correctness (argmax == answer)."""
     losses, correct = [], []
     for chunk in ids.split(_EVAL_BATCH):
@@ -489,11 +534,11 @@ def _train(
         )
     if state is None:
         torch.manual_seed(seed)
-        model = OlmoeForCausalLM(config.model_config(len(tokenizer)))
+        model = AutoModelForCausalLM.from_config(config.model_config(len(tokenizer)))
         history: list[dict[str, Any]] = []
         start, spent = 0, (0.0, 0.0)
     else:
-        model = OlmoeForCausalLM.from_pretrained(out / state["checkpoint"])
+        model = AutoModelForCausalLM.from_pretrained(out / state["checkpoint"])
         history, start, spent = state["history"], state["step"], state["spent"]
         # checkpoints a longer interrupted run left after the resume point are redone
         for path in out.glob("step-*"):
@@ -564,7 +609,7 @@ def _train(
     while not stopped and step < config.max_steps:
         step += 1
         batch = data.batch(step, config.batch_size, seed)
-        loss = torch.nn.functional.cross_entropy(_answer_logits(model, batch), batch[:, -1])
+        loss = _training_loss(model, batch, config.router_aux_loss_coef)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -582,7 +627,7 @@ def _train(
 
 
 @torch.no_grad()
-def _evaluate_all(model: OlmoeForCausalLM, data: _Data) -> dict[str, Any]:
+def _evaluate_all(model: PreTrainedModel, data: _Data) -> dict[str, Any]:
     """Per-domain train / held-out loss and accuracy, held-out correctness, validation loss."""
     model.eval()
     record: dict[str, Any] = {"domains": {}, "correct": {}}
