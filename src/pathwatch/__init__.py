@@ -25,6 +25,8 @@ _LAZY: dict[str, str] = {
     "capture": "pathwatch.capture",
     "Capture": "pathwatch.capture",
     "read_samples": "pathwatch.capture.samples",
+    "fit_virtual_experts": "pathwatch.capture.virtual",
+    "VirtualExperts": "pathwatch.capture.virtual",
     "pathways": "pathwatch.metrics.pathways",
     "pathway_string": "pathwatch.metrics.pathways",
     "pathway_distance": "pathwatch.metrics.distance",
