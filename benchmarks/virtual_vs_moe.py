@@ -1,0 +1,133 @@
+"""MoE pathways vs virtual pathways (an extension beyond the paper) on the grokking testbed.
+
+Given a finished MoE testbed demo directory (``pathwatch demo --out DIR``: ``DIR/testbed`` and the
+captured ``DIR/run``), train the *dense* twin of the same configuration and seed (a Llama whose MLP
+has the MoE's active width, ``TestbedConfig(dense=True)``), capture it through K virtual experts per
+MLP layer (default K = the MoE's expert count), analyse both runs with their own held-out accuracy,
+and print the Table-1 correlations side by side. The MoE run is copied and re-analysed with this
+pathwatch, so both columns come from the same analysis code.
+
+    nice -n 10 python benchmarks/virtual_vs_moe.py --moe pathwatch-demo --out virtual-vs-moe
+
+Writes ``OUT/comparison.csv`` and prints a Markdown table (Pearson r [95% CI], n per domain).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+import polars as pl
+import torch
+
+from pathwatch.pipeline import analyze_run, capture_run
+from pathwatch.testbed import TestbedConfig, train_testbed
+from pathwatch.testbed.train import TEST_ITEMS
+
+
+def _cell(row: dict | None) -> str:
+    if row is None or row["pearson_r"] != row["pearson_r"]:
+        return "n/a"
+    return f"{row['pearson_r']:+.2f} [{row['pearson_ci_low']:+.2f}, {row['pearson_ci_high']:+.2f}]"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--moe", type=Path, required=True, help="MoE demo directory")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--seed", type=int, default=None, help="default: the MoE run's seed")
+    parser.add_argument("--virtual-experts", type=int, default=None, help="default: the MoE's E")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    summary = json.loads((args.moe / "testbed" / "testbed.json").read_text())
+    config = TestbedConfig(**{**summary["config"], "dense": True})
+    seed = summary["seed"] if args.seed is None else args.seed
+    k = args.virtual_experts or config.num_experts
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    moe_run = args.out / "moe-run"
+    if not moe_run.exists():
+        shutil.copytree(
+            args.moe / "run", moe_run, ignore=shutil.ignore_patterns("tables", "figures")
+        )
+    moe_testbed = args.moe / "testbed"
+    moe = analyze_run(
+        moe_run,
+        accuracy=moe_testbed / "accuracy.jsonl",
+        test_items=moe_testbed / TEST_ITEMS,
+        progress=False,
+    )
+
+    clock = (time.perf_counter(), time.process_time())
+    dense = train_testbed(args.out / "dense-testbed", config=config, seed=seed)
+    print(
+        f"dense testbed: {len(dense.steps)} checkpoints to step {dense.steps[-1]}, "
+        f"{dense.train_seconds:.0f} s wall / {dense.cpu_seconds:.0f} s CPU "
+        f"({'reused' if dense.reused else 'trained'})"
+    )
+    samples = args.out / "dense-samples.jsonl"
+    samples.write_text(dense.train_samples.read_text() + dense.validation_samples.read_text())
+    capture_run(list(dense.checkpoints), samples, args.out / "dense-run", virtual_experts=k)
+    virtual = analyze_run(
+        args.out / "dense-run",
+        accuracy=dense.accuracy_file,
+        test_items=dense.out_dir / TEST_ITEMS,
+        progress=False,
+    )
+    print(
+        f"dense capture + analysis: {time.perf_counter() - clock[0]:.0f} s wall / "
+        f"{time.process_time() - clock[1]:.0f} s CPU (training included)"
+    )
+
+    tables = {
+        "moe": moe.tables["correlations"],
+        "virtual": virtual.tables["correlations"],
+    }
+    rows = {
+        (name, r["domain"], r["metric"]): r
+        for name, table in tables.items()
+        for r in table.iter_rows(named=True)
+    }
+    metrics = list(dict.fromkeys([*tables["moe"]["metric"], *tables["virtual"]["metric"]]))
+    domains = sorted({d for _, d, _ in rows})
+    keys = [
+        (d, m)
+        for d in domains
+        for m in metrics
+        if ("moe", d, m) in rows or ("virtual", d, m) in rows
+    ]
+    records = []
+    print(
+        f"\n| domain | metric | MoE (E={config.num_experts}) r [95% CI] | n | virtual (K={k}) r [95% CI] | n |"
+    )
+    print("|---|---|---|---|---|---|")
+    for domain, metric in keys:
+        a, b = rows.get(("moe", domain, metric)), rows.get(("virtual", domain, metric))
+        print(
+            f"| {domain} | {metric} | {_cell(a)} | {a['n'] if a else '-'} | {_cell(b)} | "
+            f"{b['n'] if b else '-'} |"
+        )
+        records.append(
+            {
+                "domain": domain,
+                "metric": metric,
+                "moe_r": a["pearson_r"] if a else None,
+                "moe_n": a["n"] if a else None,
+                "virtual_r": b["pearson_r"] if b else None,
+                "virtual_n": b["n"] if b else None,
+            }
+        )
+    pl.DataFrame(records).write_csv(args.out / "comparison.csv")
+    final = {
+        c["domain"]: round(c["heldout_accuracy"], 3)
+        for c in dense.curves
+        if c["step"] == dense.steps[-1] and "heldout_accuracy" in c
+    }
+    print(f"\ndense model, final held-out accuracy: {final}")
+
+
+if __name__ == "__main__":
+    main()
