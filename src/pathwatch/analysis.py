@@ -44,6 +44,7 @@ WHOLE_PATHWAY = -1
 TABLE1_METRICS: dict[str, str] = {
     "distance": "training data",
     "distance_memorized": "training data",
+    "distance_tracked": "training data",
     "consistency": "training data",
     "smoothness": "training data",
     "adjacent_cosine": "training data",
@@ -151,17 +152,25 @@ class _Layout:
     def domains(self) -> list[str]:
         return sorted(self.samples["domain"].unique().to_list())
 
-    def groups(self) -> Iterator[tuple[str, str, np.ndarray]]:
-        """(domain, group, member positions among the training probes) of every analysed group."""
+    def groups(self, step: int) -> Iterator[tuple[str, str, np.ndarray]]:
+        """(domain, group, member positions among the training probes) of the groups at ``step``.
+
+        ``memorized`` holds every sample with a memorization onset (known only in hindsight, from
+        any t*); ``tracked`` only those memorized by ``step`` (onset ≤ step: from then on their
+        loss stays ≤ ε and within δ of its final value); ``train@<t*>`` is followed from its own
+        t* on, as in the paper, so it has no rows before t*.
+        """
         domain = self.samples["domain"].to_numpy()
         every = np.arange(domain.size)
+        memorized = self.onsets != NEVER
         for name in [POOLED, *self.domains]:
             members = every if name == POOLED else every[domain == name]
             yield name, "all", members
-            yield name, "memorized", members[self.onsets[members] != NEVER]
+            yield name, "memorized", members[memorized[members]]
+            yield name, "tracked", members[memorized[members] & (self.onsets[members] <= step)]
             if name != POOLED:
                 for onset in np.unique(self.onsets[members]):
-                    if onset != NEVER:
+                    if onset != NEVER and onset <= step:
                         yield name, f"train@{onset}", members[self.onsets[members] == onset]
 
 
@@ -308,7 +317,6 @@ def _routing_pass(
     steps = store.steps
     layers = store.manifest.model.moe_layers
     sample_frames, group_rows = [], []
-    groups = list(layout.groups())
     for t, step in enumerate(
         tqdm(steps, desc="analyze: routing", unit="ckpt", disable=not progress)
     ):
@@ -334,7 +342,7 @@ def _routing_pass(
             )
         )
         memorized = (layout.onsets != NEVER) & (layout.onsets <= step)
-        for domain, group, members in groups:
+        for domain, group, members in layout.groups(step):
             group_rows += _group_rows(
                 domain, group, members, paths, step_data, memorized, step, layers, config
             )
@@ -364,10 +372,15 @@ def _metric_series(groups: pl.DataFrame, layout: _Layout, config: AnalyzeConfig)
         )
         .sort("domain", "step")
     )
-    memorized = whole.filter(pl.col("group") == "memorized").select(
-        "step", "domain", pl.col("distance").alias("distance_memorized")
-    )
-    series = base.join(memorized, on=["step", "domain"], how="left").with_columns(
+    for group, name in (("memorized", "distance_memorized"), ("tracked", "distance_tracked")):
+        base = base.join(
+            whole.filter(pl.col("group") == group).select(
+                "step", "domain", pl.col("distance").alias(name)
+            ),
+            on=["step", "domain"],
+            how="left",
+        )
+    series = base.with_columns(
         train_loss_ma=pl.col("train_loss")
         .map_batches(lambda s: pl.Series(moving_average(s.to_numpy())), return_dtype=pl.Float64)
         .over("domain")
@@ -460,6 +473,7 @@ def analyze_run(
     accuracy: str | Path | Sequence[str | Path] | None = None,
     test_items: str | Path | None = None,
     progress: bool = True,
+    write: bool = True,
 ) -> Analysis:
     """Analyse a captured run and write its tables under ``RUN/tables/``.
 
@@ -477,6 +491,9 @@ def analyze_run(
         enables pairing train and test groups (``matches``).
     progress : bool, default True
         Show progress bars.
+    write : bool, default True
+        Write the tables under ``RUN/tables/``; False only returns them (analysis variants of
+        one run, e.g. other thresholds, without overwriting its tables).
 
     Returns
     -------
@@ -535,6 +552,7 @@ def analyze_run(
                 notes.append("group pairing skipped: give --test-items with the test items' texts")
     else:
         notes.append("no accuracy given: correlations, test onsets and pairing skipped")
-    for name, table in tables.items():
-        store.write_table(name, table)
+    if write:
+        for name, table in tables.items():
+            store.write_table(name, table)
     return Analysis(store.path, tables, notes)
