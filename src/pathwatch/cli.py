@@ -113,8 +113,28 @@ def capture(
             show_default=False,
         ),
     ] = None,
+    backend: Annotated[
+        str,
+        typer.Option(
+            "--backend",
+            help="'local': this process, or every process of `accelerate launch -m pathwatch "
+            "capture …`, each on its share of the units; 'ray': one Ray task per batch of units "
+            '(pip install "pathwatch[ray]"). Workers share the run directory and never write the '
+            "same unit.",
+        ),
+    ] = "local",
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-address",
+            help="Ray cluster to run on with --backend ray, e.g. 'auto' on a node of the cluster "
+            "or ray://HEAD:10001; default: a local Ray instance.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Capture routing weights and losses of every checkpoint into a resumable run directory."""
+    from pathwatch.distributed import is_main_process
     from pathwatch.pipeline import capture_run
 
     store = capture_run(
@@ -127,7 +147,11 @@ def capture(
         shard_size=shard_size,
         progress=progress,
         virtual_experts=virtual_experts,
+        backend=backend,
+        ray_address=ray_address,
     )
+    if not is_main_process():  # one summary per launch
+        return
     manifest = store.manifest
     truncated = int(store.load_checkpoint(manifest.steps[0]).truncated.sum())
     typer.echo(

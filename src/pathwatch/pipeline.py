@@ -19,13 +19,21 @@ from typing import TYPE_CHECKING, Any
 
 from pathwatch import __version__
 from pathwatch.analysis import Analysis, AnalyzeConfig, analyze_run
-from pathwatch.errors import InputError, StoreError, UnsupportedModelError, invalid_parameter
+from pathwatch.distributed import Unit, launched_processes, run_ray, run_units
+from pathwatch.errors import (
+    InputError,
+    StoreError,
+    UnsupportedModelError,
+    invalid_parameter,
+    unknown_name,
+)
 from pathwatch.store import CheckpointData, RunStore
 from pathwatch.store._io import (
     LOCK_NAME,
     TEMP_SUFFIX,
     exclusive_lock,
     remove_temporaries,
+    shared_lock,
     store_error,
 )
 from pathwatch.store.manifest import (
@@ -54,6 +62,8 @@ __all__ = [
 _TRAILING_NUMBER = re.compile(r"(\d+)$")
 # capture()'s own truncation warning, replaced by one warning per capture_run
 _CAPTURE_TRUNCATION_WARNING = r"capture: \d+ of \d+ samples were cut to max_length"
+# how capture_run spreads its units (pathwatch.distributed)
+BACKENDS = ("local", "ray")
 # files of which a saved tokenizer has at least one
 _TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", "tokenizer.model", "vocab.json")
 
@@ -313,6 +323,8 @@ def capture_run(
     shard_size: int = 1024,
     progress: bool = True,
     virtual_experts: int | None = None,
+    backend: str = "local",
+    ray_address: str | None = None,
 ) -> RunStore:
     """Capture per-sample routing and loss of every checkpoint into a resumable run directory.
 
@@ -335,6 +347,14 @@ def capture_run(
         extension beyond the paper, :mod:`pathwatch.capture.virtual`): the neuron clusters are
         fitted on the first checkpoint, stored as ``RUN/virtual_experts.safetensors`` and reused
         for every checkpoint (and on resume).
+    backend : {"local", "ray"}, default "local"
+        "local": this process, or, under ``accelerate launch``, every launched process, each on
+        its share of the units (:func:`pathwatch.distributed.run_units`). "ray": one Ray task per
+        batch of a checkpoint's units (:func:`pathwatch.distributed.run_ray`; extra ``ray``).
+        Workers claim units one by one, so overlapping launches never write the same unit, and
+        the result is identical to a single-process capture.
+    ray_address : Ray cluster address for ``backend="ray"`` (e.g. ``"ray://head:10001"`` or
+        ``"auto"``); default: start a local Ray instance.
 
     Returns
     -------
@@ -368,6 +388,8 @@ def capture_run(
         _positive_int("capture_run", name, value)
     if virtual_experts is not None:
         _positive_int("capture_run", "virtual_experts", virtual_experts)
+    if backend not in BACKENDS:
+        raise unknown_name("backend", backend, BACKENDS)
     dirs = _checkpoint_dirs(checkpoints)
     step_of = dict(zip(dirs, _steps(dirs, steps), strict=True))
     samples_file = Path(samples_path).expanduser()
@@ -406,21 +428,38 @@ def capture_run(
     )
     out = Path(out).expanduser()
     store = _existing_run(out, manifest)
+    processes = launched_processes()
+    if backend == "ray" and processes.size > 1:
+        raise InputError(
+            "--backend ray spreads the units itself; run it without `accelerate launch`."
+        )
     # every input is valid: writing starts here
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise store_error(out, "creating", exc) from exc
-    with exclusive_lock(out):
-        if store is None:
-            store = RunStore.create(out, manifest)
-        try:
-            store.samples()
-        except StoreError:  # absent or damaged: a previous capture stopped before writing it
-            store.write_samples(_sample_table(samples))
-        remove_temporaries(out)
+    alone = backend == "local" and processes.size == 1
+    with exclusive_lock(out) if alone else shared_lock(out):
+        if processes.is_main:  # the run's shared files; units are claimed one by one
+            if store is None:
+                store = RunStore.create(out, manifest)
+            try:
+                store.samples()
+            except StoreError:  # absent or damaged: a previous capture stopped before writing it
+                store.write_samples(_sample_table(samples))
+            if alone:  # under a shared lock, other workers' temporaries may be in flight
+                remove_temporaries(out)
+            if virtual_experts is not None:
+                _virtual_experts(store, ckpts[0])
+        processes.wait()
+        store = RunStore(out)
         experts = _virtual_experts(store, ckpts[0]) if virtual_experts is not None else None
-        _capture_missing(store, ckpts, samples, tokenizer, progress, experts)
+        worker = _UnitCapturer(tuple(ckpts), samples, tokenizer, experts)
+        show = progress and processes.is_main
+        if backend == "ray":
+            run_ray(store, worker, address=ray_address, progress=show)
+        else:
+            run_units(store, worker, rank=processes.rank, size=processes.size, progress=show)
     return store
 
 
@@ -486,53 +525,60 @@ def _capture_shard(
     return CheckpointData(result.mean_weights, result.loss, result.n_tokens, result.truncated)
 
 
-def _capture_missing(
-    store: RunStore,
-    ckpts: list[_Checkpoint],
-    samples: list[Sample],
-    tokenizer: Any,
-    progress: bool,
-    experts: VirtualExperts | None,
-) -> None:
-    """Capture and write every unit that is absent or fails verification, and missing router weights.
+class _UnitCapturer:
+    """Captures and writes one unit of a run at a time, keeping the last checkpoint's model loaded.
 
-    With virtual ``experts``, the router weights are their expert embeddings.
+    Picklable (before its first call), so Ray can ship it to its workers. With virtual ``experts``,
+    the router weights are their expert embeddings.
     """
-    from tqdm.auto import tqdm
 
-    from pathwatch.capture.families import find_routers
+    def __init__(
+        self,
+        ckpts: tuple[_Checkpoint, ...],
+        samples: list[Sample],
+        tokenizer: Any,
+        experts: VirtualExperts | None,
+    ) -> None:
+        self.ckpts = {c.step: c for c in ckpts}
+        self.samples = samples
+        self.tokenizer = tokenizer
+        self.experts = experts
+        self._loaded: tuple[int, Any] | None = None
 
-    missing = store.missing_units()
-    total = len(store.steps) * store.n_shards
-    bar = tqdm(
-        total=total, initial=total - len(missing), unit="unit", desc="capture", disable=not progress
-    )
-    done_samples, started = 0, time.perf_counter()
-    with bar:
-        for ckpt in ckpts:
-            shards = [shard for step, shard in missing if step == ckpt.step]
-            if not shards and store.has_router_weights(ckpt.step):
-                continue
-            model = _load_model(ckpt.path)
-            if not store.has_router_weights(ckpt.step):
-                weights = (
-                    find_routers(model).weights()
-                    if experts is None
-                    else experts.router_weights(model)
-                )
-                store.write_router_weights(ckpt.step, weights)
-            for shard in shards:
-                bounds = store.manifest.samples.shard_bounds(shard)
-                data = _capture_shard(
-                    model, ckpt, samples, bounds, tokenizer, store.manifest.settings, experts
-                )
-                store.write_unit(ckpt.step, shard, data)
-                done_samples += bounds[1] - bounds[0]
-                bar.update(1)
-                bar.set_postfix(
-                    samples_per_s=f"{done_samples / (time.perf_counter() - started):.1f}"
-                )
-            del model
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_loaded": None}
+
+    def _model(self, step: int) -> Any:
+        if self._loaded is None or self._loaded[0] != step:
+            self._loaded = None  # free the previous model before loading the next
+            self._loaded = (step, _load_model(self.ckpts[step].path))
+        return self._loaded[1]
+
+    def __call__(self, store: RunStore, unit: Unit) -> int:
+        """Capture ``unit`` and write it into ``store``; returns the number of samples captured."""
+        from pathwatch.capture.families import find_routers
+
+        model = self._model(unit.step)
+        if unit.shard is None:
+            weights = (
+                find_routers(model).weights()
+                if self.experts is None
+                else self.experts.router_weights(model)
+            )
+            store.write_router_weights(unit.step, weights)
+            return 0
+        bounds = store.manifest.samples.shard_bounds(unit.shard)
+        data = _capture_shard(
+            model,
+            self.ckpts[unit.step],
+            self.samples,
+            bounds,
+            self.tokenizer,
+            store.manifest.settings,
+            self.experts,
+        )
+        store.write_unit(unit.step, unit.shard, data)
+        return bounds[1] - bounds[0]
 
 
 def build_report(run: str | os.PathLike, *, out: str | os.PathLike | None = None) -> Path:

@@ -14,6 +14,8 @@ from pathwatch.errors import StoreError
 
 TEMP_SUFFIX = ".tmp"
 LOCK_NAME = ".lock"
+CLAIM_DIR = ".claims"
+CLAIM_SUFFIX = ".claim"
 
 _FIXES = {
     errno.ENOSPC: "free disk space and re-run the same command to resume",
@@ -91,6 +93,34 @@ def exclusive_lock(directory: Path) -> Iterator[None]:
     The operating system drops the lock when the holder dies, so a killed writer never blocks the
     next one. Where ``fcntl`` is missing (Windows) no lock is taken.
     """
+    with _run_lock(
+        directory,
+        shared=False,
+        refusal="another pathwatch process is writing this run. Wait for it to finish, or pass "
+        "another --out.",
+    ):
+        yield
+
+
+@contextlib.contextmanager
+def shared_lock(directory: Path) -> Iterator[None]:
+    """Hold ``directory``'s lock shared: the workers of distributed captures may write side by side.
+
+    Each unit is then claimed on its own (:func:`claim`); a single-process capture, which holds
+    the lock exclusively, is refused while any worker holds it and the other way round.
+    """
+    with _run_lock(
+        directory,
+        shared=True,
+        refusal="a single-process pathwatch capture is writing this run. Wait for it to "
+        "finish, or pass another --out.",
+    ):
+        yield
+
+
+@contextlib.contextmanager
+def _run_lock(directory: Path, *, shared: bool, refusal: str) -> Iterator[None]:
+    """flock ``directory/.lock`` shared or exclusive without waiting; StoreError ``refusal`` if held."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows
@@ -103,13 +133,48 @@ def exclusive_lock(directory: Path) -> Iterator[None]:
         raise store_error(path, "creating", exc) from exc
     with handle:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError as exc:
-            raise StoreError(
-                f"{directory}: another pathwatch process is writing this run. Wait for it to "
-                "finish, or pass another --out."
-            ) from exc
+            raise StoreError(f"{directory}: {refusal}") from exc
         try:
             yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def claim(run_dir: Path, target: Path, *, wait: bool) -> Iterator[bool]:
+    """Claim the right to write ``target`` (a file of the run): yields whether this process holds it.
+
+    The claim is an exclusive advisory lock on ``RUN/.claims/<target relative to RUN>.claim``, so two
+    workers -- processes of one ``accelerate launch``, Ray tasks, or two overlapping launches on a
+    shared filesystem -- never write one file at the same time, and a killed holder releases it.
+    With ``wait`` the call blocks until the holder finishes; otherwise it yields False at once.
+    The holder first deletes the temporary files a killed writer of ``target`` left behind. Claim
+    files are never deleted (deleting a lock file races with the next claimant); they are empty.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no locks, one writer assumed
+        yield True
+        return
+    relative = Path(target).relative_to(run_dir)
+    path = Path(run_dir) / CLAIM_DIR / relative.with_name(relative.name + CLAIM_SUFFIX)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a+b")  # noqa: SIM115 - held for the whole block
+    except OSError as exc:
+        raise store_error(path, "creating", exc) from exc
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            for tmp in Path(target).parent.glob(f".{Path(target).name}.*{TEMP_SUFFIX}"):
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
+            yield True
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
