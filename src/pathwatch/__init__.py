@@ -51,6 +51,11 @@ _LAZY: dict[str, str] = {
     "analyze_run": "pathwatch.pipeline",
     "build_report": "pathwatch.pipeline",
     "run_demo": "pathwatch.pipeline",
+    "run_study": "pathwatch.study",
+    "StudyConfig": "pathwatch.study",
+    "lagged_correlation": "pathwatch.evaluation.leadlag",
+    "detect_generalization": "pathwatch.evaluation.leadlag",
+    "detection_lead": "pathwatch.evaluation.leadlag",
 }
 
 __all__ = [

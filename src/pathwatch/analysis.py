@@ -499,7 +499,7 @@ def analyze_run(
     -------
     Analysis
         The run directory, the tables written (sample_metrics, onsets, epsilon, group_metrics and,
-        with ground truth, accuracy, test_onsets, correlations, matches) and notes.
+        with ground truth, accuracy, metric_series, test_onsets, correlations, matches) and notes.
 
     Examples
     --------
@@ -536,6 +536,7 @@ def analyze_run(
         series = _metric_series(groups, layout, config)
         metrics = {m: needs for m, needs in TABLE1_METRICS.items() if m in series.columns}
         tables["accuracy"] = acc
+        tables["metric_series"] = series
         tables["correlations"] = correlation_table(
             series,
             acc,

@@ -410,6 +410,44 @@ def demo(
     )
 
 
+@app.command()
+def study(
+    out: Annotated[
+        Path, typer.Option(help="Study directory (testbeds, runs, tables, figures, report.md).")
+    ] = Path("pathwatch-study"),
+    seeds: Annotated[
+        int, typer.Option(help="Seeds of the reference configuration (variants run 2).", min=1)
+    ] = 5,
+    jobs: Annotated[
+        int, typer.Option(help="(configuration, seed) units run in parallel, 1 thread each.", min=1)
+    ] = 2,
+    reduced: Annotated[
+        bool,
+        typer.Option(
+            "--reduced/--full",
+            help="--reduced: the tiny testbed (seconds per seed; does not grok), for smoke tests.",
+        ),
+    ] = False,
+    progress: Annotated[
+        bool, typer.Option("--progress/--no-progress", help="One line per finished unit on stderr.")
+    ] = True,
+) -> None:
+    """Validate the routing metrics against accuracy over several seeds and configurations.
+
+    Resumable: finished (configuration, seed) units in OUT are reused.
+    """
+    from pathwatch.study import StudyConfig, headline, run_study
+
+    config = (
+        StudyConfig.reduced(seeds=seeds, jobs=jobs)
+        if reduced
+        else StudyConfig.default(seeds=seeds, jobs=jobs)
+    )
+    result = run_study(out, config=config, progress=progress)
+    typer.echo(headline(result.tables, config.arms[0].name))
+    typer.echo(f"\nReport: {result.report}  ({result.seconds:.0f} s)")
+
+
 def main() -> None:
     """Entry point of the ``pathwatch`` script: a PathwatchError becomes one line on stderr."""
     try:

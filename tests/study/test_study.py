@@ -1,0 +1,146 @@
+"""The validation study: its statistics on synthetic series with a known answer, and a reduced run."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from pathwatch.cli import app
+from pathwatch.study import DEFAULT_ANALYSIS, StudyConfig, pooled_correlations, study_tables
+from pathwatch.testbed import TestbedConfig
+
+SEEDS = range(6)
+LEAD = 3  # checkpoints by which the planted routing signal leads accuracy
+
+
+def _sigmoid(t: np.ndarray, center: float) -> np.ndarray:
+    return 1 / (1 + np.exp(-(t - center) / 2.0))
+
+
+def _synthetic_series() -> pl.DataFrame:
+    """add groks (at a seed-dependent checkpoint), facts never does; distance_tracked leads add's
+    accuracy by LEAD checkpoints, distance is independent noise, train_loss falls from the start."""
+    frames = []
+    t = np.arange(40.0)
+    for seed in SEEDS:
+        rng = np.random.default_rng(seed)
+        center = 20 + seed
+        onset = 4
+        for domain in ("add", "facts"):
+            if domain == "add":
+                accuracy = _sigmoid(t, center) + rng.normal(0, 0.01, t.size)
+                tracked = 8 - 4 * _sigmoid(t + LEAD, center) + rng.normal(0, 0.01, t.size)
+            else:
+                accuracy = 0.02 + rng.normal(0, 0.005, t.size)
+                tracked = 6 + 0.05 * t + rng.normal(0, 0.01, t.size)  # keeps rising
+            tracked[:onset] = np.nan
+            frames.append(
+                pl.DataFrame(
+                    {
+                        "arm": "synthetic",
+                        "seed": seed,
+                        "analysis": DEFAULT_ANALYSIS,
+                        "domain": domain,
+                        "step": (100 * t).astype(np.int64),
+                        "accuracy": accuracy,
+                        "train_accuracy": np.minimum(1.0, t / 5),
+                        "distance": rng.normal(size=t.size),
+                        "distance_tracked": tracked,
+                        "train_loss": np.exp(-t / 5),
+                    }
+                )
+            )
+    return pl.concat(frames)
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    config = StudyConfig(arms=(_arm(),), max_lag=5, n_boot=500, detector_run=3, detector_window=1)
+    return study_tables(_synthetic_series(), config)
+
+
+def _arm():
+    from pathwatch.study import Arm
+
+    return Arm("synthetic", TestbedConfig.tiny(), tuple(SEEDS))
+
+
+def test_a_planted_lead_is_recovered_in_every_seed(synthetic):
+    lag = synthetic["leadlag"].filter(
+        (pl.col("metric") == "distance_tracked") & pl.col("r").is_not_nan()
+    )
+    best = (
+        lag.with_columns(absr=pl.col("r").abs())
+        .sort("absr", descending=True)
+        .group_by("seed")
+        .first()
+    )
+    assert best.height == len(SEEDS)
+    assert best["lag"].to_list() == [LEAD] * len(SEEDS)
+    assert set(lag["domain"]) == {"add"}  # facts never crosses: no lead/lag rows
+
+
+def test_an_independent_metric_gives_cis_that_cover_zero(synthetic):
+    pooled = synthetic["pooled"].filter(
+        (pl.col("metric") == "distance") & (pl.col("domain") == "grokked")
+    )
+    row = pooled.row(0, named=True)
+    assert row["n_seeds"] == len(SEEDS)
+    assert row["r_ci_low"] < 0 < row["r_ci_high"]
+    tracked = synthetic["pooled"].filter(
+        (pl.col("metric") == "distance_tracked") & (pl.col("domain") == "grokked")
+    )
+    assert tracked["r_ci_high"][0] < -0.8
+
+
+def test_pooled_interval_covers_zero_at_its_nominal_rate():
+    rng = np.random.default_rng(0)
+    reps, seeds, n = 400, 5, 20
+    accuracy = _sigmoid(np.arange(n, dtype=float), 10)
+    r = [np.corrcoef(rng.normal(size=n), accuracy)[0, 1] for _ in range(reps * seeds)]
+    table = pl.DataFrame({"rep": np.repeat(np.arange(reps), seeds), "pearson_r": r})
+    pooled = pooled_correlations(table, by=["rep"])
+    coverage = ((pooled["r_ci_low"] < 0) & (pooled["r_ci_high"] > 0)).mean()
+    assert 0.91 <= coverage <= 0.98
+
+
+def test_detector_fires_before_the_crossing_and_not_on_the_control(synthetic):
+    det = synthetic["detections"].filter(pl.col("signal") == "distance_tracked")
+    add = det.filter(pl.col("domain") == "add")
+    crossed = synthetic["crossings"].filter(pl.col("domain") == "add")
+    assert add["crossed"].to_list() == crossed.sort("seed")["crossed"].to_list()
+    # 8 − 4σ((t + LEAD − c)/2) is ≥ 5% below its maximum 8 from σ ≥ 0.1, i.e. t ≥ c − LEAD − 2 ln 9;
+    # accuracy σ((t − c)/2) + noise crosses 0.5 at c (or c + 1)
+    first = int(np.ceil(-LEAD - 2 * np.log(9)))
+    assert set(add["lead"].to_list()) <= {-first, -first + 1}
+    facts = det.filter(pl.col("domain") == "facts")
+    assert facts["crossed"].null_count() == facts.height
+    assert facts["fired"].null_count() == facts.height
+    assert (det["memorization_onset"] == 400).all()
+
+
+def test_the_reduced_study_runs_through_the_cli_and_resumes(tmp_path):
+    out = tmp_path / "study"
+    args = ["study", "--reduced", "--seeds", "2", "--jobs", "1", "--out", str(out)]
+    result = CliRunner().invoke(app, [*args, "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert f"Report: {out / 'report.md'}" in result.output
+    report = (out / "report.md").read_text()
+    corr = pl.read_parquet(out / "tables" / "correlations.parquet")
+    assert set(corr["seed"]) == {0, 1}
+    assert set(corr["analysis"]) == {"t0.7-char", "t0.5-char", "t0.7-expert"}
+    row = corr.filter(
+        (pl.col("seed") == 0)
+        & (pl.col("domain") == "add")
+        & (pl.col("metric") == "distance")
+        & (pl.col("analysis") == DEFAULT_ANALYSIS)
+    ).row(0, named=True)
+    assert f"| 0 | add | {row['n']} | {row['pearson_r']:.2f} [" in report
+    assert (out / "figures" / "validation-correlations.png").stat().st_size > 0
+    series = pl.read_parquet(out / "tables" / "series.parquet")
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert "2/2 units reused, 0 to run" in again.output
+    assert pl.read_parquet(out / "tables" / "series.parquet").equals(series)
