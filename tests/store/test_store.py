@@ -285,3 +285,56 @@ def test_remove_temporaries_removes_only_temporaries(store: RunStore) -> None:
     stale.write_bytes(b"half")
     assert _io.remove_temporaries(store.path) == 1
     assert _temporaries(store.path) == [] and store.missing_units() == []
+
+
+def test_claim_is_exclusive_released_by_a_killed_holder_and_clears_its_temporaries(
+    store: RunStore,
+) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    target = unit_path(store.path, 100, 1)
+    holder_code = (
+        "import sys, time; from pathlib import Path; from pathwatch.store._io import claim\n"
+        "with claim(Path(sys.argv[1]), Path(sys.argv[2]), wait=False) as held:\n"
+        "    print(held, flush=True); time.sleep(60)"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", holder_code, str(store.path), str(target)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "True"
+        with _io.claim(store.path, target, wait=False) as held:
+            assert held is False  # another process holds it
+        with _io.claim(store.path, unit_path(store.path, 100, 2), wait=False) as held:
+            assert held is True  # claims are per unit
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    stale = target.parent / f".{target.name}.abc123{_io.TEMP_SUFFIX}"
+    other = target.parent / f".shard-00002.safetensors.abc123{_io.TEMP_SUFFIX}"
+    stale.write_bytes(b"half")
+    other.write_bytes(b"half")
+    with _io.claim(store.path, target, wait=False) as held:  # the killed holder released it
+        assert held is True
+        assert not stale.exists() and other.exists()  # only the claimed file's temporaries
+
+
+def test_shared_and_exclusive_run_locks_exclude_each_other(tmp_path: Path) -> None:
+    with (
+        _io.shared_lock(tmp_path),
+        _io.shared_lock(tmp_path),  # workers of distributed captures share the run
+        pytest.raises(StoreError, match="another pathwatch process is writing this run"),
+        _io.exclusive_lock(tmp_path),
+    ):
+        pass
+    with (
+        _io.exclusive_lock(tmp_path),
+        pytest.raises(StoreError, match="a single-process pathwatch capture is writing this run"),
+        _io.shared_lock(tmp_path),
+    ):
+        pass
