@@ -38,6 +38,7 @@ from pathwatch.store._io import (
 )
 from pathwatch.store.manifest import (
     MANIFEST_NAME,
+    WEIGHTS,
     CheckpointInfo,
     Manifest,
     ModelInfo,
@@ -325,6 +326,7 @@ def capture_run(
     virtual_experts: int | None = None,
     backend: str = "local",
     ray_address: str | None = None,
+    weights: str = "softmax",
 ) -> RunStore:
     """Capture per-sample routing and loss of every checkpoint into a resumable run directory.
 
@@ -340,7 +342,8 @@ def capture_run(
     samples_path : JSONL or Parquet file with ``text`` (or ``input_ids``), optional ``id``, ``domain``.
     out : run directory, new or empty, or a run of this same capture to resume.
     steps : training step of each checkpoint; default: the trailing number of each directory name.
-    batch_size, max_length : passed to :func:`pathwatch.capture`.
+    batch_size, max_length, weights : passed to :func:`pathwatch.capture` (``weights``: "softmax"
+        or "topk"; recorded in the manifest's settings).
     shard_size : samples per unit.
     progress : show a progress bar over units on stderr.
     virtual_experts : capture *dense* checkpoints through K virtual experts per MLP layer (an
@@ -388,6 +391,12 @@ def capture_run(
         _positive_int("capture_run", name, value)
     if virtual_experts is not None:
         _positive_int("capture_run", "virtual_experts", virtual_experts)
+    if weights not in WEIGHTS:
+        raise unknown_name("weights", weights, WEIGHTS)
+    if weights != "softmax" and virtual_experts is not None:
+        raise invalid_parameter(
+            "capture_run", "weights", "'softmax' with virtual_experts (they have no top-k)", weights
+        )
     if backend not in BACKENDS:
         raise unknown_name("backend", backend, BACKENDS)
     dirs = _checkpoint_dirs(checkpoints)
@@ -423,7 +432,7 @@ def capture_run(
         samples=SamplesInfo(
             str(samples_file.resolve()), _sha256(samples_file), len(samples), shard_size
         ),
-        settings=Settings(batch_size=batch_size, max_length=max_length),
+        settings=Settings(batch_size=batch_size, max_length=max_length, weights=weights),
         pathwatch_version=__version__,
     )
     out = Path(out).expanduser()
@@ -517,6 +526,7 @@ def _capture_shard(
                 batch_size=settings.batch_size,
                 max_length=settings.max_length,
                 virtual_experts=experts,
+                weights=settings.weights,
             )
     except InputError as exc:  # e.g. NaN weights: say which checkpoint and samples
         raise type(exc)(

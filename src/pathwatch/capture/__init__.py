@@ -139,12 +139,14 @@ class _Routing:
     family: str
 
 
-def _routing(model: Any, virtual_experts: VirtualExperts | int | None) -> _Routing:
+def _routing(
+    model: Any, virtual_experts: VirtualExperts | int | None, weights: str = "softmax"
+) -> _Routing:
     """The model's MoE routers, or its virtual experts (fitted here when given as K)."""
     if virtual_experts is None:
         routers: Routers = find_routers(model)
         return _Routing(
-            RoutingRecorder(routers),
+            RoutingRecorder(routers, weights=weights),
             list(routers.layers),
             routers.n_experts,
             routers.weights(),
@@ -174,6 +176,7 @@ def capture(
     padding_side: str = "right",
     progress: bool = False,
     virtual_experts: VirtualExperts | int | None = None,
+    weights: str = "softmax",
 ) -> Capture:
     """Run ``model`` over ``samples`` and keep each sample's mean routing and loss.
 
@@ -201,6 +204,9 @@ def capture(
         Capture a *dense* model through virtual experts (an extension beyond the paper, see
         :mod:`pathwatch.capture.virtual`): clusters from :func:`fit_virtual_experts`, or K to fit
         them on this model. Pass the same clusters for every checkpoint of a series.
+    weights : {"softmax", "topk"}, default "softmax"
+        Router weighting averaged over a sample's tokens: every expert's probability (SPEC), or
+        per token only the top-k experts' probabilities renormalized to sum to 1 (MoE routers only).
 
     Returns
     -------
@@ -223,7 +229,11 @@ def capture(
     (2, 16, 64)
     """
     _check_options(batch_size, max_length, padding_side)
-    routing = _routing(model, virtual_experts)
+    if weights != "softmax" and virtual_experts is not None:
+        raise invalid_parameter(
+            "capture", "weights", "'softmax' with virtual_experts (they have no top-k)", weights
+        )
+    routing = _routing(model, virtual_experts, weights)
     if isinstance(samples, (str, bytes, dict)) or not isinstance(samples, Sequence):
         raise invalid_parameter("capture", "samples", "a list of samples", type(samples).__name__)
     checked: list[Sample] = check_samples((s, f"samples[{i}]") for i, s in enumerate(samples))

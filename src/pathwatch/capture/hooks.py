@@ -15,6 +15,8 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from pathwatch.capture.families import SCORINGS, Routers, is_probability
+from pathwatch.errors import UnsupportedModelError, unknown_name
+from pathwatch.store.manifest import WEIGHTS
 
 
 class RoutingRecorder:
@@ -27,6 +29,9 @@ class RoutingRecorder:
     ----------
     routers : Routers
         From :func:`pathwatch.capture.families.find_routers`.
+    weights : {"softmax", "topk"}, default "softmax"
+        ``"softmax"``: the probability of every expert (SPEC); ``"topk"``: per token only the
+        ``routers.top_k`` largest probabilities, renormalized to sum to 1, zero elsewhere.
 
     Examples
     --------
@@ -36,8 +41,16 @@ class RoutingRecorder:
     ...     means = recorder.means()
     """
 
-    def __init__(self, routers: Routers) -> None:
+    def __init__(self, routers: Routers, *, weights: str = "softmax") -> None:
+        if weights not in WEIGHTS:
+            raise unknown_name("weights", weights, WEIGHTS)
+        if weights == "topk" and routers.top_k is None:
+            raise UnsupportedModelError(
+                f"weights='topk' needs the model's top-k, but its config has no "
+                f"{routers.family.top_k_attr!r}; use weights='softmax'."
+            )
         self._routers = routers
+        self._top_k = routers.top_k if weights == "topk" else None
         self._handles: list[RemovableHandle] = []
         # per layer: scoring name, chosen on the first call (the family's, or "identity" when the
         # router already returns probabilities)
@@ -104,6 +117,9 @@ class RoutingRecorder:
                 raw = is_probability(scores[mask])
                 self._scorings[layer] = "identity" if raw else self._routers.family.scoring
             probs = SCORINGS[self._scorings[layer]](scores)
+            if self._top_k is not None:
+                top, idx = probs.topk(self._top_k, dim=-1)
+                probs = torch.zeros_like(probs).scatter(-1, idx, top / top.sum(-1, keepdim=True))
             # zero padding first: a padded position may hold NaN, and NaN * 0 is NaN
             probs = torch.where(mask[..., None], probs, 0.0)
             self._means[layer] = torch.bmm(weights, probs).squeeze(1)

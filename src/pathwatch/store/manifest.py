@@ -55,12 +55,21 @@ class SamplesInfo:
         return start, min(start + self.shard_size, self.count)
 
 
+#: Router weightings a capture can average per sample (``Settings.weights``).
+WEIGHTS = ("softmax", "topk")
+
+
 @dataclass(frozen=True)
 class Settings:
-    """Capture settings that change the stored numbers."""
+    """Capture settings that change the stored numbers.
+
+    ``weights`` is the router weighting averaged per sample: ``"softmax"`` (every expert's
+    probability) or ``"topk"`` (only the top-k experts', renormalized per token).
+    """
 
     batch_size: int
     max_length: int
+    weights: str = "softmax"
 
 
 @dataclass(frozen=True)
@@ -112,7 +121,8 @@ class Manifest:
                 model=_build(ModelInfo, raw["model"], moe_layers=tuple(raw["model"]["moe_layers"])),
                 checkpoints=tuple(_build(CheckpointInfo, c) for c in raw["checkpoints"]),
                 samples=_build(SamplesInfo, raw["samples"]),
-                settings=_build(Settings, raw["settings"]),
+                # runs captured before the weights setting existed are softmax runs
+                settings=_build(Settings, {"weights": "softmax"} | raw["settings"]),
                 format_version=version,
                 pathwatch_version=raw["pathwatch_version"],
             )
@@ -152,6 +162,7 @@ class Manifest:
             ("samples.shard_size", self.samples.shard_size, other.samples.shard_size),
             ("settings.batch_size", self.settings.batch_size, other.settings.batch_size),
             ("settings.max_length", self.settings.max_length, other.settings.max_length),
+            ("settings.weights", self.settings.weights, other.settings.weights),
             ("checkpoints.step", list(self.steps), list(other.steps)),
             (
                 "checkpoints.path",
