@@ -100,6 +100,9 @@ class StudyConfig:
         Distance units analysed on the reference arm (threshold 0.7).
     variant_seeds : int, default 2
         Seeds of the reference arm (its first ones) that get the other analysis settings.
+    weights : tuple of str, default ("softmax", "topk")
+        Router weightings captured on those seeds (``capture_run(weights=...)``; "softmax" is
+        the SPEC's and every other analysis's).
     max_lag : int, default 4
         K of the lead/lag cross-correlation, in checkpoints.
     detector_run, detector_min_drop, detector_window
@@ -117,6 +120,7 @@ class StudyConfig:
     thresholds: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8)
     units: tuple[str, ...] = ("char", "expert")
     variant_seeds: int = 2
+    weights: tuple[str, ...] = ("softmax", "topk")
     max_lag: int = 4
     detector_run: int = 3
     detector_min_drop: float = 0.05
@@ -141,6 +145,11 @@ class StudyConfig:
         """Analysis variants of the reference arm, by name: AnalyzeConfig keyword arguments."""
         out = {f"t{t:g}-char": {"threshold": float(t), "unit": "char"} for t in self.thresholds}
         out |= {f"t0.7-{u}": {"threshold": 0.7, "unit": u} for u in self.units}
+        out |= {
+            f"t0.7-char-{w}": {"threshold": 0.7, "unit": "char", "weights": w}
+            for w in self.weights
+            if w != "softmax"
+        }
         return {
             DEFAULT_ANALYSIS: out.pop(DEFAULT_ANALYSIS, {"threshold": 0.7, "unit": "char"})
         } | out
@@ -224,8 +233,7 @@ def _unit_series(out: Path, arm: Arm, seed: int, analyses: Mapping[str, dict[str
     probes = testbed.train_samples.read_text() + testbed.validation_samples.read_text()
     if not samples.is_file() or samples.read_text() != probes:
         samples.write_text(probes)
-    run = out / "runs" / key
-    capture_run(list(testbed.checkpoints), samples, run, progress=False)
+    runs = {}
     curves = pl.DataFrame(
         [c for c in testbed.curves if c["domain"] != "validation"],
         infer_schema_length=None,
@@ -237,8 +245,15 @@ def _unit_series(out: Path, arm: Arm, seed: int, analyses: Mapping[str, dict[str
     )
     frames = []
     for i, (name, settings) in enumerate(analyses.items()):
+        settings = dict(settings)
+        weights = settings.pop("weights", "softmax")
+        if weights not in runs:
+            runs[weights] = out / "runs" / (key if weights == "softmax" else f"{key}-{weights}")
+            capture_run(
+                list(testbed.checkpoints), samples, runs[weights], progress=False, weights=weights
+            )
         analysis = analyze_run(
-            run,
+            runs[weights],
             config=AnalyzeConfig(n_boot=10, **settings),
             accuracy=testbed.accuracy_file,
             progress=False,

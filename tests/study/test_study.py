@@ -130,7 +130,7 @@ def test_the_reduced_study_runs_through_the_cli_and_resumes(tmp_path):
     report = (out / "report.md").read_text()
     corr = pl.read_parquet(out / "tables" / "correlations.parquet")
     assert set(corr["seed"]) == {0, 1}
-    assert set(corr["analysis"]) == {"t0.7-char", "t0.5-char", "t0.7-expert"}
+    assert set(corr["analysis"]) == {"t0.7-char", "t0.5-char", "t0.7-expert", "t0.7-char-topk"}
     row = corr.filter(
         (pl.col("seed") == 0)
         & (pl.col("domain") == "add")
