@@ -34,16 +34,71 @@ def _cell(row: dict | None) -> str:
     return f"{row['pearson_r']:+.2f} [{row['pearson_ci_low']:+.2f}, {row['pearson_ci_high']:+.2f}]"
 
 
+def _trajectory(run: Path, last_step: int) -> pl.DataFrame:
+    """Per domain and step up to ``last_step``: pooled char distance, consistency and probe loss."""
+    table = pl.read_parquet(run / "tables" / "group_metrics.parquet")
+    return (
+        table.filter(
+            (pl.col("group") == "all")
+            & (pl.col("layer") == -1)
+            & (pl.col("step") <= last_step)
+            & (pl.col("unit") == "char")
+        )
+        .select("domain", "step", "distance", "consistency", "loss")
+        .drop_nulls("distance")
+    )
+
+
+def _common_window(moe_run: Path, dense_run: Path, e: int, k: int) -> None:
+    """Over the steps both runs reached: how distance moves with the probes' training loss."""
+    from scipy.stats import pearsonr
+
+    last = min(
+        pl.read_parquet(run / "tables" / "group_metrics.parquet")["step"].max()
+        for run in (moe_run, dense_run)
+    )
+    runs = {"MoE": _trajectory(moe_run, last), "virtual": _trajectory(dense_run, last)}
+    print(
+        f"\nCommon window, steps 0..{last}: pooled char distance (start → max → end) and Pearson r"
+    )
+    print("of distance with the probes' training loss (memorization tracking)\n")
+    print(
+        f"| domain | MoE (E={e}) distance | r(dist, loss) | virtual (K={k}) distance | r(dist, loss) |"
+    )
+    print("|---|---|---|---|---|")
+    for domain in sorted(set(runs["MoE"]["domain"]) & set(runs["virtual"]["domain"])):
+        cells = []
+        for table in runs.values():
+            part = table.filter(pl.col("domain") == domain).sort("step")
+            d, loss = part["distance"].to_numpy(), part["loss"].to_numpy()
+            r = pearsonr(d, loss).statistic if len(d) > 2 and d.std() > 0 else float("nan")
+            cells += [f"{d[0]:.2f} → {d.max():.2f} → {d[-1]:.2f}", f"{r:+.2f}"]
+        print(f"| {domain} | " + " | ".join(cells) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--moe", type=Path, required=True, help="MoE demo directory")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=None, help="default: the MoE run's seed")
     parser.add_argument("--virtual-experts", type=int, default=None, help="default: the MoE's E")
+    parser.add_argument(
+        "--max-steps",
+        type=int,
+        default=None,
+        help="cap the dense training (default: the MoE run's max_steps); an interrupted dense run "
+        "resumes, and a cap at or below its last checkpoint finishes it there",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     summary = json.loads((args.moe / "testbed" / "testbed.json").read_text())
-    config = TestbedConfig(**{**summary["config"], "dense": True})
+    config = TestbedConfig(
+        **{
+            **summary["config"],
+            "dense": True,
+            "max_steps": args.max_steps or summary["config"]["max_steps"],
+        }
+    )
     seed = summary["seed"] if args.seed is None else args.seed
     k = args.virtual_experts or config.num_experts
     args.out.mkdir(parents=True, exist_ok=True)
@@ -121,6 +176,7 @@ def main() -> None:
             }
         )
     pl.DataFrame(records).write_csv(args.out / "comparison.csv")
+    _common_window(moe.run, virtual.run, config.num_experts, k)
     final = {
         c["domain"]: round(c["heldout_accuracy"], 3)
         for c in dense.curves
