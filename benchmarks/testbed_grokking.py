@@ -27,6 +27,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--progress", action="store_true", help="show the training bar on stderr")
     parser.add_argument("overrides", nargs="*", help="TestbedConfig field=value")
     args = parser.parse_intermixed_args()
     fields = {f.name: f for f in dataclasses.fields(TestbedConfig)}
@@ -35,7 +36,7 @@ def main() -> None:
         key, value = item.split("=", 1)
         changes[key] = _parse(fields[key], value)
     config = dataclasses.replace(TestbedConfig(), **changes)
-    run = train_testbed(args.out_dir, config=config, seed=args.seed, progress=False)
+    run = train_testbed(args.out_dir, config=config, seed=args.seed, progress=args.progress)
     result = {
         "seed": args.seed,
         "overrides": changes,

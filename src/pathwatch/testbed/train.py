@@ -79,11 +79,17 @@ class TestbedConfig:
         (less the routers); ``num_experts`` is then unused.
     lr, weight_decay, beta1, beta2, warmup_steps, batch_size
         AdamW with linear warm-up, then a constant rate; minibatches of ``batch_size`` items.
+    grokfast_alpha, grokfast_lambda : float
+        Grokfast-EMA (Lee et al. 2024, arXiv 2405.20233): before each optimizer step every gradient
+        ``g`` becomes ``g + λ·ema`` with ``ema ← α·ema + (1 − α)·g``, amplifying its slow component;
+        ``grokfast_lambda = 0`` (the default) trains with plain gradients.
     max_steps, checkpoint_every
         Training length and the interval of checkpoints (also saved at step 0 and at the end).
     stop_accuracy : float or None
-        Stop early (after saving a checkpoint) once every generalizable domain's held-out accuracy
-        reaches it; None trains ``max_steps``.
+        Stop early (after saving a checkpoint) once ``stop_domains`` generalizable domains' held-out
+        accuracy reaches it; None trains ``max_steps``.
+    stop_domains : int or None
+        How many generalizable domains must reach ``stop_accuracy``; None means all of them.
     """
 
     __test__ = False  # not a pytest class
@@ -107,9 +113,12 @@ class TestbedConfig:
     beta2: float = 0.98
     warmup_steps: int = 10
     batch_size: int = 512
+    grokfast_alpha: float = 0.98
+    grokfast_lambda: float = 0.0
     max_steps: int = 6000
     checkpoint_every: int = 200
     stop_accuracy: float | None = 0.95
+    stop_domains: int | None = None
 
     @classmethod
     def tiny(cls) -> TestbedConfig:
@@ -186,9 +195,27 @@ class TestbedConfig:
                 "0 for a dense model (it has no router)",
                 self.router_aux_loss_coef,
             )
+        if not 0.0 <= self.grokfast_alpha < 1.0:
+            raise invalid_parameter(
+                "TestbedConfig", "grokfast_alpha", "a float in [0, 1)", self.grokfast_alpha
+            )
+        if not self.grokfast_lambda >= 0:
+            raise invalid_parameter(
+                "TestbedConfig", "grokfast_lambda", "a float ≥ 0", self.grokfast_lambda
+            )
         if self.weight_decay < 0:
             raise invalid_parameter(
                 "TestbedConfig", "weight_decay", "a float ≥ 0", self.weight_decay
+            )
+        n_general = sum(d in ARITHMETIC for d in self.domains)
+        if self.stop_domains is not None and not (
+            isinstance(self.stop_domains, int) and 1 <= self.stop_domains <= n_general
+        ):
+            raise invalid_parameter(
+                "TestbedConfig",
+                "stop_domains",
+                f"None or an int in [1, {n_general}] (the generalizable domains)",
+                self.stop_domains,
             )
         if self.stop_accuracy is not None and not 0.0 < self.stop_accuracy <= 1.0:
             raise invalid_parameter(
@@ -390,6 +417,14 @@ def _evaluate(model: PreTrainedModel, ids: torch.Tensor) -> tuple[torch.Tensor, 
     return torch.cat(losses), torch.cat(correct)
 
 
+def _grokfast(
+    grads: list[torch.Tensor], slow: list[torch.Tensor], alpha: float, lamb: float
+) -> None:
+    """Grokfast-EMA, in place: ``slow ← α·slow + (1 − α)·grad``, then ``grad ← grad + λ·slow``."""
+    torch._foreach_lerp_(slow, grads, 1.0 - alpha)
+    torch._foreach_add_(grads, slow, alpha=lamb)
+
+
 def _checkpoint_name(step: int) -> str:
     return f"step-{step}"
 
@@ -561,6 +596,8 @@ def _train(
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+    params = [p for p in model.parameters() if p.requires_grad]
+    slow = state["grokfast"] if state is not None else [torch.zeros_like(p) for p in params]
     t0 = (time.perf_counter(), time.process_time())
 
     def checkpoint(step: int) -> bool:
@@ -581,9 +618,9 @@ def _train(
         }
         history.append(record)
         stopped = bool(stop_domains) and config.stop_accuracy is not None
-        stopped = stopped and all(
+        stopped = stopped and sum(
             record["domains"][d]["heldout_accuracy"] >= config.stop_accuracy for d in stop_domains
-        )
+        ) >= (config.stop_domains or len(stop_domains))
         tmp_state = out / (RESUME + ".tmp")
         torch.save(
             {
@@ -592,6 +629,7 @@ def _train(
                 "checkpoint": name,
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
+                "grokfast": slow,
                 "history": history,
                 "spent": record["spent"],
                 "stopped": stopped,
@@ -612,6 +650,8 @@ def _train(
         loss = _training_loss(model, batch, config.router_aux_loss_coef)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if config.grokfast_lambda:
+            _grokfast([p.grad for p in params], slow, config.grokfast_alpha, config.grokfast_lambda)
         optimizer.step()
         scheduler.step()
         bar.update(1)
