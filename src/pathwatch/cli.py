@@ -408,6 +408,8 @@ def demo(
     typer.echo(
         f"\nReport: {result.report}  ({timings}; total {sum(result.seconds.values()):.0f} s)"
     )
+    cpu = ", ".join(f"{stage} {sec:.0f} s" for stage, sec in result.cpu_seconds.items())
+    typer.echo(f"CPU time: {cpu}; total {sum(result.cpu_seconds.values()):.0f} s")
 
 
 @app.command()

@@ -13,7 +13,7 @@ import re
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -600,13 +600,17 @@ def build_report(run: str | os.PathLike, *, out: str | os.PathLike | None = None
 
 @dataclass(frozen=True)
 class DemoResult:
-    """What :func:`run_demo` produced: the testbed, the analysis and the report, with timings."""
+    """What :func:`run_demo` produced: the testbed, the analysis and the report, with timings.
+
+    ``seconds`` and ``cpu_seconds`` hold each stage's wall and CPU time (this process), by stage.
+    """
 
     out: Path
     testbed: Any  # pathwatch.testbed.TestbedRun
     analysis: Any  # pathwatch.analysis.Analysis
     report: Path
     seconds: dict[str, float]
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
 
 
 def run_demo(
@@ -643,26 +647,31 @@ def run_demo(
 
     out = Path(out)
     seconds: dict[str, float] = {}
-    clock = time.perf_counter()
+    cpu_seconds: dict[str, float] = {}
+    clock = (time.perf_counter(), time.process_time())
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        now = (time.perf_counter(), time.process_time())
+        seconds[stage], cpu_seconds[stage] = now[0] - clock[0], now[1] - clock[1]
+        clock = now
+
     train = train_text_testbed if isinstance(config, TextConfig) else train_testbed
     testbed = train(out / "testbed", config=config or TestbedConfig(), seed=seed, progress=progress)
-    seconds["train"] = time.perf_counter() - clock
+    lap("train")
     samples = out / "samples.jsonl"
     probes = testbed.train_samples.read_text() + testbed.validation_samples.read_text()
     if not samples.is_file() or samples.read_text() != probes:
         samples.write_text(probes)
-    clock = time.perf_counter()
     capture_run(list(testbed.checkpoints), samples, out / "run", progress=progress)
-    seconds["capture"] = time.perf_counter() - clock
-    clock = time.perf_counter()
+    lap("capture")
     analysis = analyze_run(
         out / "run",
         accuracy=testbed.accuracy_file,
         test_items=test_items if (test_items := testbed.out_dir / TEST_ITEMS).is_file() else None,
         progress=progress,
     )
-    seconds["analyze"] = time.perf_counter() - clock
-    clock = time.perf_counter()
+    lap("analyze")
     report = build_report(out / "run")
-    seconds["report"] = time.perf_counter() - clock
-    return DemoResult(out, testbed, analysis, report, seconds)
+    lap("report")
+    return DemoResult(out, testbed, analysis, report, seconds, cpu_seconds)
