@@ -11,7 +11,7 @@ CPU time (user + system, of the child) and peak resident memory (``os.wait4``) a
 sample scale.
 
     nice -n 10 .venv/bin/python benchmarks/analyze_scale.py --samples 10000 --scales 1,2,4 \\
-        [--checkpoints 10 --layers 16 --experts 64 --hidden 2048] [--root /tmp/pathwatch-scale]
+        [--checkpoints 10 --layers 16 --experts 64 --hidden 2048 --max-pairs 200000]
 """
 
 from __future__ import annotations
@@ -124,13 +124,14 @@ def main() -> None:
     parser.add_argument("--experts", type=int, default=64)
     parser.add_argument("--hidden", type=int, default=2048)
     parser.add_argument("--root", type=Path, default=Path("/tmp/pathwatch-scale"))
+    parser.add_argument("--max-pairs", type=int, default=200_000, help="passed to analyze")
     parser.add_argument("--keep", action="store_true", help="keep the fabricated stores")
     args = parser.parse_args()
 
     steps = [5000 * (i + 1) for i in range(args.checkpoints)]
     print(
         f"T={args.checkpoints} L={args.layers} E={args.experts} H={args.hidden}; "
-        "pathwatch analyze RUN --no-progress (defaults: threshold 0.7, unit char, max_pairs 200000)"
+        f"pathwatch analyze RUN --no-progress --max-pairs {args.max_pairs} (threshold 0.7, unit char)"
     )
     print("| samples | store MiB | fabricate s | analyze wall s | analyze CPU s | peak RSS MiB |")
     print("|---:|---:|---:|---:|---:|---:|")
@@ -144,7 +145,8 @@ def main() -> None:
         )
         made = time.perf_counter() - clock
         size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 2**20
-        result = measure([sys.executable, "-m", "pathwatch", "analyze", str(out), "--no-progress"])
+        analyze = ["analyze", str(out), "--no-progress", "--max-pairs", str(args.max_pairs)]
+        result = measure([sys.executable, "-m", "pathwatch", *analyze])
         print(
             f"| {n:,} | {size:,.0f} | {made:.0f} | {result['wall_s']:.0f} | {result['cpu_s']:.0f} "
             f"| {result['peak_rss_mib']:,.0f} |",
