@@ -80,10 +80,41 @@ class Arm:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
-        if not self.name or not self.name.replace("-", "").replace("_", "").isalnum():
-            raise invalid_parameter("Arm", "name", "letters, digits, '-' or '_'", self.name)
+        if (
+            not self.name
+            or not self.name.replace("-", "").replace("_", "").replace(".", "").isalnum()
+        ):
+            raise invalid_parameter("Arm", "name", "letters, digits, '-', '_' or '.'", self.name)
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise invalid_parameter("Arm", "seeds", "distinct seeds, at least one", self.seeds)
+
+
+def study_testbed() -> Any:
+    """The testbed of the study, pinned here so that later changes of the demo defaults do not
+    change the study: hidden 64 (the fast candidate of the testbed search, ≈ 4× fewer FLOPs than
+    hidden 128), 3 MoE layers, E = 8, top-2, p = 47, train fraction 0.7, stop once add and sub
+    reach 0.95 held-out accuracy (at most 6,000 steps, a checkpoint every 200).
+    """
+    from pathwatch.testbed import TestbedConfig
+
+    return TestbedConfig(
+        prime=47,
+        domains=("add", "sub", "mul", "facts"),
+        train_fraction=0.7,
+        hidden_size=64,
+        intermediate_size=64,
+        num_layers=3,
+        num_heads=4,
+        num_experts=8,
+        top_k=2,
+        lr=3e-3,
+        weight_decay=1.0,
+        batch_size=512,
+        max_steps=6000,
+        checkpoint_every=200,
+        stop_accuracy=0.95,
+        stop_domains=2,
+    )
 
 
 @dataclass(frozen=True)
@@ -98,7 +129,7 @@ class StudyConfig:
         Pathway thresholds analysed on the reference arm (char unit), reusing its captured runs.
     units : tuple of str, default ("char", "expert")
         Distance units analysed on the reference arm (threshold 0.7).
-    variant_seeds : int, default 2
+    variant_seeds : int, default 1
         Seeds of the reference arm (its first ones) that get the other analysis settings.
     weights : tuple of str, default ("softmax", "topk")
         Router weightings captured on those seeds (``capture_run(weights=...)``; "softmax" is
@@ -119,7 +150,7 @@ class StudyConfig:
     arms: tuple[Arm, ...]
     thresholds: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8)
     units: tuple[str, ...] = ("char", "expert")
-    variant_seeds: int = 2
+    variant_seeds: int = 1
     weights: tuple[str, ...] = ("softmax", "topk")
     max_lag: int = 4
     detector_run: int = 3
@@ -159,10 +190,9 @@ class StudyConfig:
         """The study of docs/validation.md: ``seeds`` seeds of ``base``, 2 seeds of two variants.
 
         Variants: the OLMoE load-balancing loss on (coefficient 0.01) and twice the experts.
+        ``base`` defaults to :func:`study_testbed`.
         """
-        from pathwatch.testbed import TestbedConfig
-
-        base = base or TestbedConfig()
+        base = base or study_testbed()
         few = tuple(range(min(2, seeds)))
         return cls(
             arms=(
