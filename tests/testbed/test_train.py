@@ -187,7 +187,7 @@ def test_refuses_stray_checkpoints(tmp_path: Path) -> None:
         ({"dense": 1}, "'dense' parameter"),
         ({"grokfast_alpha": 1.0}, "'grokfast_alpha' parameter"),
         ({"grokfast_lambda": -1.0}, "'grokfast_lambda' parameter"),
-        ({"stop_domains": 4}, "'stop_domains' parameter"),
+        ({"stop_domains": True}, "'stop_domains' parameter"),
         ({"stop_domains": 0}, "'stop_domains' parameter"),
     ],
 )

@@ -57,10 +57,11 @@ _EVAL_BATCH = 4096
 class TestbedConfig:
     """Everything that determines a testbed run (with the seed). Defaults are the demo configuration.
 
-    The defaults are the one measured configuration with ≥ 3 MoE layers where two domains grokked
-    after a long near-chance phase (docs/testbed.md): seed 0 memorized add by step 600 and grokked
-    it after ≈ 3,900 steps (≈ 0.24 CPU-seconds per step, one thread). Seed robustness is not
-    established.
+    The defaults are the fastest measured configuration with ≥ 3 MoE layers where held-out accuracy
+    stays near chance after the training items are learned and then rises past 0.9 on two domains
+    (docs/testbed.md): hidden 64, weight decay 1.5, train fraction 0.8; ≈ 0.08 CPU-seconds per step
+    (one thread); seed 0 learned add's training items by step ≈ 1,100 (held-out 0.02) and passed
+    held-out 0.5 at ≈ 2,800. Training stops once two domains reach 0.9 (at most 4,400 steps).
 
     Attributes
     ----------
@@ -89,18 +90,19 @@ class TestbedConfig:
         Stop early (after saving a checkpoint) once ``stop_domains`` generalizable domains' held-out
         accuracy reaches it; None trains ``max_steps``.
     stop_domains : int or None
-        How many generalizable domains must reach ``stop_accuracy``; None means all of them.
+        How many generalizable domains must reach ``stop_accuracy`` (all of them when there are
+        fewer); None means all of them.
     """
 
     __test__ = False  # not a pytest class
 
     prime: int = 47
     domains: tuple[str, ...] = ("add", "sub", "mul", "facts")
-    train_fraction: float = 0.7
+    train_fraction: float = 0.8
     n_validation: int = 256
     n_probe: int = 256
-    hidden_size: int = 128
-    intermediate_size: int = 128
+    hidden_size: int = 64
+    intermediate_size: int = 64
     num_layers: int = 3
     num_heads: int = 4
     num_experts: int = 8
@@ -108,17 +110,17 @@ class TestbedConfig:
     router_aux_loss_coef: float = 0.0
     dense: bool = False
     lr: float = 3e-3
-    weight_decay: float = 1.0
+    weight_decay: float = 1.5
     beta1: float = 0.9
     beta2: float = 0.98
     warmup_steps: int = 10
     batch_size: int = 512
     grokfast_alpha: float = 0.98
     grokfast_lambda: float = 0.0
-    max_steps: int = 6000
+    max_steps: int = 4400
     checkpoint_every: int = 200
-    stop_accuracy: float | None = 0.95
-    stop_domains: int | None = None
+    stop_accuracy: float | None = 0.9
+    stop_domains: int | None = 2
 
     @classmethod
     def tiny(cls) -> TestbedConfig:
@@ -207,15 +209,13 @@ class TestbedConfig:
             raise invalid_parameter(
                 "TestbedConfig", "weight_decay", "a float ≥ 0", self.weight_decay
             )
-        n_general = sum(d in ARITHMETIC for d in self.domains)
         if self.stop_domains is not None and not (
-            isinstance(self.stop_domains, int) and 1 <= self.stop_domains <= n_general
+            isinstance(self.stop_domains, int)
+            and not isinstance(self.stop_domains, bool)
+            and self.stop_domains >= 1
         ):
             raise invalid_parameter(
-                "TestbedConfig",
-                "stop_domains",
-                f"None or an int in [1, {n_general}] (the generalizable domains)",
-                self.stop_domains,
+                "TestbedConfig", "stop_domains", "None or an int ≥ 1", self.stop_domains
             )
         if self.stop_accuracy is not None and not 0.0 < self.stop_accuracy <= 1.0:
             raise invalid_parameter(
@@ -620,7 +620,7 @@ def _train(
         stopped = bool(stop_domains) and config.stop_accuracy is not None
         stopped = stopped and sum(
             record["domains"][d]["heldout_accuracy"] >= config.stop_accuracy for d in stop_domains
-        ) >= (config.stop_domains or len(stop_domains))
+        ) >= min(config.stop_domains or len(stop_domains), len(stop_domains))
         tmp_state = out / (RESUME + ".tmp")
         torch.save(
             {
