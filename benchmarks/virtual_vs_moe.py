@@ -92,8 +92,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     summary = json.loads((args.moe / "testbed" / "testbed.json").read_text())
+    # fields newer than the MoE run take the values that reproduce its behaviour (stop rule: all
+    # generalizable domains, as before stop_domains existed)
     config = TestbedConfig(
         **{
+            "stop_domains": None,
             **summary["config"],
             "dense": True,
             "max_steps": args.max_steps or summary["config"]["max_steps"],
