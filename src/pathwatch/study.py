@@ -558,7 +558,9 @@ def _figures(tables: dict[str, pl.DataFrame], out: Path, ref_arm: str) -> list[P
         (pl.col("arm") == ref_arm) & (pl.col("analysis") == DEFAULT_ANALYSIS) & pl.col("grokked")
     )
     pooled = tables["pooled"].filter(
-        (pl.col("arm") == ref_arm) & (pl.col("analysis") == DEFAULT_ANALYSIS)
+        (pl.col("arm") == ref_arm)
+        & (pl.col("analysis") == DEFAULT_ANALYSIS)
+        & (pl.col("domain") == "grokked")
     )
     metrics = [m for m in METRICS if m in corr["metric"].to_list()]
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(metrics) + 1.2))
@@ -578,7 +580,9 @@ def _figures(tables: dict[str, pl.DataFrame], out: Path, ref_arm: str) -> list[P
     ax.axvline(0, color="black", lw=0.5)
     ax.set_yticks(range(len(metrics)), [f"{m} ({METRICS[m][0].split(',')[0]})" for m in metrics])
     ax.set_xlim(-1.05, 1.05)
-    ax.set_xlabel("Pearson r with held-out accuracy (dots: seed × domain; marker: pooled, 95% CI)")
+    ax.set_xlabel(
+        "Pearson r with held-out accuracy\n(dots: seed × domain that crossed; marker: pooled, 95% CI)"
+    )
     ax.invert_yaxis()
     fig.tight_layout()
     paths.append(out / "figures" / "validation-correlations.png")
