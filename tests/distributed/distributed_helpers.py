@@ -18,7 +18,7 @@ CLI = [sys.executable, "-m", "pathwatch"]
 
 
 def run(
-    args: list[str], *, prefix: list[str] = CLI, timeout: float = 120
+    args: list[str], *, prefix: list[str] = CLI, timeout: float = 600
 ) -> subprocess.CompletedProcess:
     """Run a command to completion with one thread per process; returns it, output captured."""
     return subprocess.run(

@@ -28,7 +28,7 @@ def test_two_accelerate_processes_equal_one_process(
     )
     out = tmp_path / "run"
     result = run(
-        ["-m", "pathwatch", *series.capture_args(out)], prefix=[CLI[0], *ACCELERATE], timeout=180
+        ["-m", "pathwatch", *series.capture_args(out)], prefix=[CLI[0], *ACCELERATE], timeout=600
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("Captured 3 checkpoint(s)") == 1  # one summary per launch
@@ -38,7 +38,7 @@ def test_two_accelerate_processes_equal_one_process(
 def test_ray_backend_equals_one_process(series, reference: Path, tmp_path: Path) -> None:
     pytest.importorskip("ray", reason='needs the ray extra: pip install "pathwatch[ray]"')
     out = tmp_path / "run"
-    result = run(series.capture_args(out, "--backend", "ray"), timeout=300)
+    result = run(series.capture_args(out, "--backend", "ray"), timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert_same_run(out, reference)
 
