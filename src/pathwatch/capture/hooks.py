@@ -19,7 +19,84 @@ from pathwatch.errors import UnsupportedModelError, unknown_name
 from pathwatch.store.manifest import WEIGHTS
 
 
-class RoutingRecorder:
+class MaskedMeanRecorder:
+    """Base of the recorders: one forward hook per layer, each reducing a per-token vector to its
+    mean over the sample's real tokens (padding masked), kept on the model's device.
+
+    Subclasses register their hooks in :meth:`_register` and call :meth:`_record` from them.
+    """
+
+    #: what is hooked, for the error when a layer did not run
+    _hooked = "modules"
+
+    def __init__(self, layers: list[int]) -> None:
+        self._layers = list(layers)  # true decoder-layer index of each hooked layer
+        self._handles: list[RemovableHandle] = []
+        self._means: list[torch.Tensor | None] = [None] * len(self._layers)
+        self._mask: torch.Tensor | None = None
+        self._weights: torch.Tensor | None = None
+
+    def _register(self) -> None:
+        """Append one forward hook handle per layer to ``self._handles``."""
+        raise NotImplementedError
+
+    def __enter__(self) -> MaskedMeanRecorder:
+        try:
+            self._register()
+        except BaseException:
+            self._remove()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._remove()
+
+    def _remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def expect(self, mask: torch.Tensor) -> None:
+        """Set the (B, S) boolean mask of real tokens for the next forward pass."""
+        self._mask = mask
+        # (B, 1, S): 1 / n_real at real tokens, 0 at padding
+        self._weights = (mask / mask.sum(dim=1, keepdim=True).clamp(min=1))[:, None, :].float()
+        self._means = [None] * len(self._means)
+
+    def means(self) -> torch.Tensor:
+        """Per-sample means of the last forward, of shape (B, L, X), float32."""
+        missing = [self._layers[i] for i, m in enumerate(self._means) if m is None]
+        if missing:
+            raise RuntimeError(
+                f"{self._hooked} of decoder layers {missing} did not run in the forward pass"
+            )
+        device = self._mask.device  # type: ignore[union-attr]
+        return torch.stack([m.to(device) for m in self._means], dim=1)  # type: ignore[union-attr]
+
+    def _masks(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The real-token mask (B, S) and averaging weights (B, 1, S) on ``device``."""
+        if self._mask is None or self._weights is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.expect(mask) must be called before the forward"
+            )
+        # a no-op unless the model is split over devices (device_map)
+        return self._mask.to(device), self._weights.to(device)
+
+    def _record(
+        self, layer: int, values: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor
+    ) -> None:
+        """Store the per-sample mean of ``values`` (B, S, X) over real tokens for ``layer``."""
+        # zero padding first: a padded position may hold NaN, and NaN * 0 is NaN
+        values = torch.where(mask[..., None], values, 0.0)
+        self._means[layer] = torch.bmm(weights, values).squeeze(1)
+
+
+class RoutingRecorder(MaskedMeanRecorder):
     """Context manager that hooks every router of a model and averages its probabilities per sample.
 
     Before each forward pass, call :meth:`expect` with the batch's attention mask; after it,
@@ -49,69 +126,30 @@ class RoutingRecorder:
                 f"weights='topk' needs the model's top-k, but its config has no "
                 f"{routers.family.top_k_attr!r}; use weights='softmax'."
             )
+        super().__init__(list(routers.layers))
         self._routers = routers
         self._top_k = routers.top_k if weights == "topk" else None
-        self._handles: list[RemovableHandle] = []
         # per layer: scoring name, chosen on the first call (the family's, or "identity" when the
         # router already returns probabilities)
         self._scorings: list[str | None] = [None] * len(routers.modules)
-        self._means: list[torch.Tensor | None] = [None] * len(routers.modules)
-        self._mask: torch.Tensor | None = None
-        self._weights: torch.Tensor | None = None
 
-    def __enter__(self) -> RoutingRecorder:
-        try:
-            for layer, module in enumerate(self._routers.modules):
-                self._handles.append(module.register_forward_hook(self._hook(layer)))
-        except BaseException:
-            self._remove()
-            raise
-        return self
+    _hooked = "routers"
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self._remove()
-
-    def _remove(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
+    def _register(self) -> None:
+        for layer, module in enumerate(self._routers.modules):
+            self._handles.append(module.register_forward_hook(self._hook(layer)))
 
     @property
     def scorings(self) -> list[str | None]:
         """Scoring used by each layer's router (None before its first forward)."""
         return list(self._scorings)
 
-    def expect(self, mask: torch.Tensor) -> None:
-        """Set the (B, S) boolean mask of real tokens for the next forward pass."""
-        self._mask = mask
-        # (B, 1, S): 1 / n_real at real tokens, 0 at padding
-        self._weights = (mask / mask.sum(dim=1, keepdim=True).clamp(min=1))[:, None, :].float()
-        self._means = [None] * len(self._means)
-
-    def means(self) -> torch.Tensor:
-        """Per-sample mean router probabilities of the last forward, of shape (B, L, E), float32."""
-        missing = [self._routers.layers[i] for i, m in enumerate(self._means) if m is None]
-        if missing:
-            raise RuntimeError(
-                f"routers of decoder layers {missing} did not run in the forward pass"
-            )
-        device = self._mask.device  # type: ignore[union-attr]
-        return torch.stack([m.to(device) for m in self._means], dim=1)  # type: ignore[union-attr]
-
     def _hook(self, layer: int) -> Any:
         index = self._routers.output_index
 
         def hook(module: nn.Module, args: Any, output: Any) -> None:
-            if self._mask is None:
-                raise RuntimeError("RoutingRecorder.expect(mask) must be called before the forward")
             scores = output[index] if isinstance(output, (tuple, list)) else output
-            # a no-op unless the model is split over devices (device_map)
-            mask, weights = self._mask.to(scores.device), self._weights.to(scores.device)
+            mask, weights = self._masks(scores.device)
             scores = scores.reshape(*mask.shape, -1)
             if self._scorings[layer] is None:
                 raw = is_probability(scores[mask])
@@ -120,8 +158,6 @@ class RoutingRecorder:
             if self._top_k is not None:
                 top, idx = probs.topk(self._top_k, dim=-1)
                 probs = torch.zeros_like(probs).scatter(-1, idx, top / top.sum(-1, keepdim=True))
-            # zero padding first: a padded position may hold NaN, and NaN * 0 is NaN
-            probs = torch.where(mask[..., None], probs, 0.0)
-            self._means[layer] = torch.bmm(weights, probs).squeeze(1)
+            self._record(layer, probs, mask, weights)
 
         return hook

@@ -23,14 +23,13 @@ Everything downstream (pathways, distance, consistency, onsets, correlations) is
 from __future__ import annotations
 
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.hooks import RemovableHandle
 
+from pathwatch.capture.hooks import MaskedMeanRecorder
 from pathwatch.errors import UnsupportedModelError, invalid_parameter
 
 __all__ = [
@@ -209,7 +208,7 @@ def fit_virtual_experts(model: nn.Module, n_experts: int, *, seed: int = 0) -> V
     return VirtualExperts(assignment, tuple(m.layer for m in mlps), seed)
 
 
-class VirtualRecorder:
+class VirtualRecorder(MaskedMeanRecorder):
     """Context manager that hooks every down projection and averages virtual-expert weights per sample.
 
     Same interface as :class:`pathwatch.capture.hooks.RoutingRecorder`: call :meth:`expect` with the
@@ -220,6 +219,7 @@ class VirtualRecorder:
     def __init__(self, model: nn.Module, experts: VirtualExperts) -> None:
         self._mlps = dense_mlps(model)
         experts.check(self._mlps)
+        super().__init__([m.layer for m in self._mlps])
         self._experts = experts
         device = self._mlps[0].down.weight.device
         # per layer (I, K) one-hot of the clusters
@@ -229,58 +229,21 @@ class VirtualRecorder:
             .to(device)
             for labels in experts.assignment
         ]
-        self._handles: list[RemovableHandle] = []
-        self._means: list[torch.Tensor | None] = [None] * len(self._mlps)
-        self._mask: torch.Tensor | None = None
-        self._weights: torch.Tensor | None = None
 
-    def __enter__(self) -> VirtualRecorder:
-        try:
-            for layer, mlp in enumerate(self._mlps):
-                self._handles.append(mlp.down.register_forward_pre_hook(self._hook(layer)))
-        except BaseException:
-            self._remove()
-            raise
-        return self
+    _hooked = "MLPs"
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self._remove()
-
-    def _remove(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-
-    def expect(self, mask: torch.Tensor) -> None:
-        """Set the (B, S) boolean mask of real tokens for the next forward pass."""
-        self._mask = mask
-        self._weights = (mask / mask.sum(dim=1, keepdim=True).clamp(min=1))[:, None, :].float()
-        self._means = [None] * len(self._means)
-
-    def means(self) -> torch.Tensor:
-        """Per-sample mean virtual-expert weights of the last forward, (B, L, K) float32."""
-        missing = [self._mlps[i].layer for i, m in enumerate(self._means) if m is None]
-        if missing:
-            raise RuntimeError(f"MLPs of decoder layers {missing} did not run in the forward pass")
-        device = self._mask.device  # type: ignore[union-attr]
-        return torch.stack([m.to(device) for m in self._means], dim=1)  # type: ignore[union-attr]
+    def _register(self) -> None:
+        for layer, mlp in enumerate(self._mlps):
+            self._handles.append(mlp.down.register_forward_pre_hook(self._hook(layer)))
 
     def _hook(self, layer: int) -> Any:
         def hook(module: nn.Module, args: Any) -> None:
-            if self._mask is None:
-                raise RuntimeError("VirtualRecorder.expect(mask) must be called before the forward")
             activations = args[0]
-            mask = self._mask.to(activations.device)
+            mask, weights = self._masks(activations.device)
             mass = activations.reshape(*mask.shape, -1).abs().float() @ self._onehot[layer].to(
                 activations.device
             )  # (B, S, K)
             shares = mass / mass.sum(dim=-1, keepdim=True).clamp(min=_EPS)
-            shares = torch.where(mask[..., None], shares, 0.0)
-            self._means[layer] = torch.bmm(self._weights.to(shares.device), shares).squeeze(1)
+            self._record(layer, shares, mask, weights)
 
         return hook

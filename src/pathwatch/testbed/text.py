@@ -44,6 +44,7 @@ from pathwatch.testbed.train import (
     VALIDATION_SAMPLES,
     TestbedRun,
     _quiet_torch,
+    _result,
     _write_json,
     _write_jsonl,
 )
@@ -315,22 +316,6 @@ def train_text_testbed(
     with _quiet_torch(threads):
         summary = _train(out, config, seed, fingerprint, progress)
     return _result(out, summary, reused=False)
-
-
-def _result(out: Path, summary: dict[str, Any], *, reused: bool) -> TestbedRun:
-    return TestbedRun(
-        out_dir=out,
-        checkpoints=tuple(out / name for name in summary["checkpoints"]),
-        steps=tuple(summary["steps"]),
-        accuracy_file=out / ACCURACY,
-        train_samples=out / TRAIN_SAMPLES,
-        validation_samples=out / VALIDATION_SAMPLES,
-        summary=out / SUMMARY,
-        curves=tuple(summary["curves"]),
-        train_seconds=summary["train_seconds"],
-        cpu_seconds=summary["cpu_seconds"],
-        reused=reused,
-    )
 
 
 def _train(
