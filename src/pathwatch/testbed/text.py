@@ -45,8 +45,8 @@ from pathwatch.testbed.train import (
     TestbedRun,
     _quiet_torch,
     _result,
-    _write_json,
     _write_jsonl,
+    _write_summary,
 )
 from pathwatch.testbed.upcycle import load_smollm2, upcycle
 
@@ -398,24 +398,4 @@ def _finish(
         for t, c in enumerate(hits.tolist(), start=1)
     ]
     _write_jsonl(out / ACCURACY, rows)
-    curves = [
-        {"step": r["step"], "seconds": r["spent"][0], "cpu_seconds": r["spent"][1], "domain": d}
-        | values
-        for r in history
-        for d, values in r["domains"].items()
-    ]
-    seconds, cpu_seconds = history[-1]["spent"]
-    summary = {
-        "fingerprint": fingerprint,
-        "complete": True,
-        "seed": seed,
-        "config": dataclasses.asdict(config),
-        "checkpoints": [r["checkpoint"] for r in history],
-        "steps": [r["step"] for r in history],
-        "train_seconds": seconds,
-        "cpu_seconds": cpu_seconds,
-        "torch_version": torch.__version__,
-        "curves": curves,
-    }
-    _write_json(out / SUMMARY, summary)
-    return summary
+    return _write_summary(out, config, seed, fingerprint, history)

@@ -722,6 +722,27 @@ def _finish(
                 for i, c in zip(ids, record["correct"][split.name].tolist(), strict=True)
             ]
     _write_jsonl(out / ACCURACY, rows)
+    seconds = history[-1]["spent"][0]
+    return _write_summary(
+        out,
+        config,
+        seed,
+        fingerprint,
+        history,
+        stopped_early=stopped,
+        seconds_per_step=seconds / max(history[-1]["step"], 1),
+    )
+
+
+def _write_summary(
+    out: Path,
+    config: Any,
+    seed: int,
+    fingerprint: dict[str, Any],
+    history: list[dict[str, Any]],
+    **extra: Any,
+) -> dict[str, Any]:
+    """Write the complete ``testbed.json`` of a finished run (plus ``extra`` fields); return it."""
     curves = [
         {"step": r["step"], "seconds": r["spent"][0], "cpu_seconds": r["spent"][1], "domain": d}
         | values
@@ -732,14 +753,13 @@ def _finish(
     summary = {
         "fingerprint": fingerprint,
         "complete": True,
-        "stopped_early": stopped,
+        **extra,
         "seed": seed,
         "config": dataclasses.asdict(config),
         "checkpoints": [r["checkpoint"] for r in history],
         "steps": [r["step"] for r in history],
         "train_seconds": seconds,
         "cpu_seconds": cpu_seconds,
-        "seconds_per_step": seconds / max(history[-1]["step"], 1),
         "torch_version": torch.__version__,
         "curves": curves,
     }
