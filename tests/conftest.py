@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import settings
+
+# CI sets HYPOTHESIS_PROFILE=ci: the same examples on every run, so a red CI is reproducible;
+# local runs keep drawing fresh examples to find new counterexamples.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 @dataclass(frozen=True)

@@ -144,6 +144,15 @@ def test_moving_average_is_the_trailing_mean(values, window):
     np.testing.assert_allclose(moving_average(values, window), expected, atol=1e-9)
 
 
+def test_moving_average_keeps_a_constant_exact_and_a_nan_local():
+    np.testing.assert_array_equal(
+        moving_average([-683.2054556071237] * 5, 1), [-683.2054556071237] * 5
+    )
+    np.testing.assert_array_equal(
+        moving_average([1.0, np.nan, 2.0, 3.0, 4.0], 2), [1.0, np.nan, np.nan, 2.5, 3.5]
+    )
+
+
 def series():
     """Two domains: math rises from step 400 on and distance falls with it; code has 2 checkpoints."""
     steps = np.arange(100, 1100, 100)

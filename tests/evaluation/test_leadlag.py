@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
@@ -94,6 +94,8 @@ def test_detector_ignores_falls_before_the_onset_and_nan():
 
 @settings(max_examples=50, deadline=None)
 @given(st.lists(st.floats(-1e3, 1e3), min_size=2, max_size=30), st.integers(1, 4))
+# found by CI: a cumsum moving average let round-off make a constant series "fall"
+@example(values=[-683.2054556071237] * 3, run=1)
 def test_detector_fires_only_where_the_signal_fell_run_times(values, run):
     x = np.array(values)
     fired = detect_generalization(np.arange(x.size), x, run=run, min_drop=0.0, window=1)

@@ -108,10 +108,13 @@ def moving_average(values: ArrayLike, window: int = 3) -> NDArray[np.float64]:
         raise invalid_parameter("moving_average", "values", "a 1-D array", arr.shape)
     if not (isinstance(window, int | np.integer) and window >= 1):
         raise invalid_parameter("moving_average", "window", "a positive int", window)
-    total = np.concatenate([[0.0], np.cumsum(arr)])
-    upper = np.arange(1, arr.size + 1)
-    lower = np.maximum(upper - window, 0)
-    return (total[upper] - total[lower]) / (upper - lower)
+    if arr.size == 0:
+        return arr.copy()
+    # sum each window directly: a running cumsum difference leaks round-off across the series,
+    # so a constant series would not stay exactly constant
+    padded = np.concatenate([np.zeros(window - 1), arr])
+    sums = np.lib.stride_tricks.sliding_window_view(padded, window).sum(axis=1)
+    return sums / np.minimum(np.arange(1, arr.size + 1), window)
 
 
 def _rowwise_pearson(x: NDArray[np.float64], y: NDArray[np.float64]) -> NDArray[np.float64]:
