@@ -74,6 +74,27 @@ def test_same_seed_same_corpus_other_seed_other_split() -> None:
     np.testing.assert_array_equal(one.validation, two.validation)
 
 
+@settings(max_examples=20, deadline=None)
+@given(fraction=st.floats(0.05, 0.95), seed=st.integers(0, 2**16))
+def test_a_smaller_facts_control_is_a_subset_and_leaves_arithmetic_alone(
+    fraction: float, seed: int
+) -> None:
+    domains = ("add", "facts", "sub")
+    full = build_corpus(prime=13, domains=domains, seed=seed)
+    small = build_corpus(prime=13, domains=domains, seed=seed, facts_fraction=fraction)
+    np.testing.assert_array_equal(full.validation, small.validation)
+    for a, b in zip(full.domains, small.domains, strict=True):
+        if a.name != "facts":
+            np.testing.assert_array_equal(a.train, b.train)
+            np.testing.assert_array_equal(a.test, b.test)
+            continue
+        pairs = {frozenset((x, y)) for x, y, _ in np.concatenate([b.train, b.test]).tolist()}
+        assert len(pairs) == round(fraction * 13 * 14 / 2)
+        # the kept facts are the full control's items (same values, same side of the split)
+        for part, whole in ((b.train, a.train), (b.test, a.test)):
+            assert {tuple(r) for r in part.tolist()} <= {tuple(r) for r in whole.tolist()}
+
+
 def test_records_score_only_the_answer() -> None:
     corpus = build_corpus(prime=5, domains=("sub",), seed=0)
     records = item_records("sub", corpus.domain("sub").train)
@@ -96,6 +117,8 @@ def test_records_score_only_the_answer() -> None:
         ({"domains": ("ad",)}, "Did you mean 'add'"),
         ({"train_fraction": 1.0}, "'train_fraction' parameter"),
         ({"n_validation": 0}, "'n_validation' parameter"),
+        ({"facts_fraction": 0.0}, "'facts_fraction' parameter"),
+        ({"facts_fraction": 1.5}, "'facts_fraction' parameter"),
     ],
 )
 def test_bad_input_is_one_line_input_error(kwargs: dict, match: str) -> None:

@@ -149,6 +149,7 @@ def build_corpus(
     train_fraction: float = 0.5,
     n_validation: int = 256,
     seed: int = 0,
+    facts_fraction: float = 1.0,
 ) -> Corpus:
     """Generate the corpus: every ordered pair (a, b) of ``0 … p-1`` for every domain.
 
@@ -165,6 +166,10 @@ def build_corpus(
         Number of three-operand validation expressions (≥ 1).
     seed : int
         Seed of the splits, the facts' values and the validation expressions.
+    facts_fraction : float
+        Fraction of the unordered pairs that the ``facts`` control covers, in (0, 1] (both its train
+        and held-out items). Random facts cost model capacity that the arithmetic domains then lack;
+        a smaller control leaves them more of it.
 
     Returns
     -------
@@ -192,6 +197,10 @@ def build_corpus(
         raise invalid_parameter(
             "build_corpus", "train_fraction", "a float in (0, 1)", train_fraction
         )
+    if not 0.0 < facts_fraction <= 1.0:
+        raise invalid_parameter(
+            "build_corpus", "facts_fraction", "a float in (0, 1]", facts_fraction
+        )
     if not isinstance(n_validation, int) or n_validation < 1:
         raise invalid_parameter("build_corpus", "n_validation", "an int ≥ 1", n_validation)
 
@@ -207,13 +216,17 @@ def build_corpus(
     for name in domains:
         in_train = np.zeros(n_pairs, dtype=bool)
         in_train[rng.permutation(n_pairs)[:n_train]] = True
+        covered = np.ones(n_pairs, dtype=bool)
         if name == "facts":
             answer = rng.integers(0, prime, size=a.shape)
+            if facts_fraction < 1.0:  # its own generator: every other draw stays as it was
+                drop = np.random.default_rng([seed, 1]).permutation(n_pairs)
+                covered[drop[round(facts_fraction * n_pairs) :]] = False
         else:
             answer = _apply(name, a, b, prime)
         items = np.stack([a, b, answer], axis=1).astype(np.int64)
-        mask = in_train[pair_index]
-        splits.append(DomainSplit(name=name, train=items[mask], test=items[~mask]))
+        mask, keep = in_train[pair_index], covered[pair_index]
+        splits.append(DomainSplit(name=name, train=items[mask & keep], test=items[~mask & keep]))
 
     arithmetic = tuple(d for d in domains if d in ARITHMETIC) or ("add",)
     x = rng.integers(0, prime, size=(n_validation, 3))

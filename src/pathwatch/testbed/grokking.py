@@ -22,6 +22,13 @@ GROKKING_SCHEMA = {
 }
 
 
+# Training accuracy from which a domain's training items count as learned ("training loss already
+# low"). 0.9, not 0.95: under weight decay the memorized plateau sits at 0.88-0.95 training
+# accuracy, and the last few percent are fitted by the generalizing solution itself, so training
+# accuracy crosses 0.95 only while held-out accuracy rises (docs/testbed.md, 2026-11-26 search).
+MEMORIZED = 0.9
+
+
 def _first(steps: np.ndarray, hit: np.ndarray) -> int | None:
     return int(steps[np.argmax(hit)]) if hit.any() else None
 
@@ -29,7 +36,7 @@ def _first(steps: np.ndarray, hit: np.ndarray) -> int | None:
 def grokking_table(
     curves: Iterable[Mapping[str, Any]],
     *,
-    memorized: float = 0.95,
+    memorized: float = MEMORIZED,
     near_chance: float = 0.1,
     generalized: float = 0.9,
 ) -> pl.DataFrame:
