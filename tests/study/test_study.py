@@ -121,6 +121,41 @@ def test_detector_fires_before_the_crossing_and_not_on_the_control(synthetic):
     assert (det["memorization_onset"] == 400).all()
 
 
+def test_each_run_gets_its_own_grokking_verdict(synthetic):
+    grok = synthetic["grokking"]
+    assert grok.height == 2 * len(SEEDS)
+    add = grok.filter(pl.col("domain") == "add")
+    # training accuracy t/5 reaches 0.9 at checkpoint 5, where held-out accuracy is still ≈ 0
+    assert (add["memorized_step"] == 500).all() and add["grokked"].all()
+    assert (add["heldout_at_memorized"] < 0.1).all() and (add["delay"] > 0).all()
+    facts = grok.filter(pl.col("domain") == "facts")
+    assert facts["step_generalized"].null_count() == facts.height and not facts["grokked"].any()
+
+
+def test_the_report_handles_arms_with_different_domains():
+    from pathwatch.study import Arm, _report
+
+    base = _synthetic_series().filter(pl.col("seed") < 2)
+    no_facts = base.filter(pl.col("domain") == "add").with_columns(arm=pl.lit("addonly"))
+    config = StudyConfig(
+        arms=(
+            Arm("synthetic", TestbedConfig.tiny(), (0, 1)),
+            Arm("addonly", TestbedConfig.tiny(), (0, 1)),
+        ),
+        max_lag=2,
+        n_boot=50,
+    )
+    tables = study_tables(pl.concat([base, no_facts]), config)
+    units = pl.DataFrame(
+        {"key": ["synthetic-s0"], "train_seconds": [1.0], "train_cpu_seconds": [1.0]}
+        | {"seconds": [1.0], "cpu_seconds": [1.0], "steps": [40]}
+    )
+    report = _report(tables, config, units, [])
+    crossing = tables["crossings"].filter((pl.col("arm") == "addonly") & (pl.col("seed") == 0))
+    assert f"| addonly | 0 | {crossing['crossed'][0]} | – |" in report  # no facts column value
+    assert "addonly 2 of 2" in report
+
+
 def test_the_reduced_study_runs_through_the_cli_and_resumes(tmp_path):
     out = tmp_path / "study"
     args = ["study", "--reduced", "--seeds", "2", "--jobs", "1", "--out", str(out)]
@@ -139,6 +174,11 @@ def test_the_reduced_study_runs_through_the_cli_and_resumes(tmp_path):
     ).row(0, named=True)
     assert f"| 0 | add | {row['n']} | {row['pearson_r']:.2f} [" in report
     assert (out / "figures" / "validation-correlations.png").stat().st_size > 0
+    grok = pl.read_parquet(out / "tables" / "grokking.parquet")
+    assert grok.select("seed", "domain").sort("seed", "domain").rows() == sorted(
+        (seed, domain) for seed in (0, 1) for domain in ("add", "facts", "mul", "sub")
+    )
+    assert "## Did each run grok?" in report
     series = pl.read_parquet(out / "tables" / "series.parquet")
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 0, again.output
