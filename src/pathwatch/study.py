@@ -558,6 +558,14 @@ def _grokking(series: pl.DataFrame) -> pl.DataFrame:
     return pl.concat(parts) if parts else pl.DataFrame(schema=schema)
 
 
+def _split_cells(pooled: pl.DataFrame, metric: str, group: str) -> tuple[str, int]:
+    """Pooled r with its interval and the number of runs of one metric in one pooled group."""
+    row = pooled.filter((pl.col("metric") == metric) & (pl.col("domain") == group))
+    if row.is_empty():
+        return "–", 0
+    return _ci(*row.select("r_mean", "r_ci_low", "r_ci_high").row(0)), int(row["n_seeds"][0])
+
+
 def _fmt(v: Any, digits: int = 2) -> str:
     if v is None or (isinstance(v, float) and not np.isfinite(v)):
         return "–"
@@ -710,8 +718,24 @@ def _report(
     per_domain = pooled.filter(
         (pl.col("arm") == ref)
         & (pl.col("analysis") == DEFAULT_ANALYSIS)
-        & (pl.col("domain") != "grokked")
+        & ~pl.col("domain").is_in(["grokked", "clean", "overlap"])
     )
+    split = pooled.filter((pl.col("arm") == ref) & (pl.col("analysis") == DEFAULT_ANALYSIS))
+    lines += [
+        "",
+        "Split by the testbed's own grokking verdict (section *Did each run grok?*): `clean` = "
+        "runs that crossed after memorizing at chance, `overlap` = runs that crossed while still "
+        "being memorized:",
+        "",
+        _markdown(
+            ["metric", "clean: pooled r [95% CI]", "runs", "overlap: pooled r [95% CI]", "runs"],
+            [
+                [m, *_split_cells(split, m, "clean"), *_split_cells(split, m, "overlap")]
+                for m in METRICS
+                if m in split["metric"].to_list()
+            ],
+        ),
+    ]
     lines += ["", "Per domain (all seeds, whether or not the domain crossed):", ""]
     pd_domains = sorted(per_domain["domain"].unique().to_list())
     lines.append(
@@ -1124,8 +1148,9 @@ def study_tables(series: pl.DataFrame, config: StudyConfig) -> dict[str, pl.Data
     -------
     dict of str to polars.DataFrame
         ``series``, ``crossings`` (arm, seed, domain, crossed), ``correlations`` (per seed, with
-        bootstrap CIs, ``kind``, ``needs`` and ``grokked``), ``pooled`` (over seeds; ``domain ==
-        "grokked"`` pools every run that crossed), ``leadlag`` (arm, seed, domain, metric, lag, r),
+        bootstrap CIs, ``kind``, ``needs`` and ``grokked``: accuracy crossed ``level``), ``pooled``
+        (over seeds; ``domain == "grokked"`` pools every run that crossed, ``"clean"`` and
+        ``"overlap"`` split those by the testbed's grokking verdict), ``leadlag`` (arm, seed, domain, metric, lag, r),
         ``detections`` (arm, seed, domain, signal, memorization_onset, fired, crossed, lead),
         ``overlap`` (train accuracy at the crossing) and ``grokking`` (the testbed's own verdict
         per arm, seed and domain: ``testbed.grokking.grokking_table``).
@@ -1142,13 +1167,26 @@ def study_tables(series: pl.DataFrame, config: StudyConfig) -> dict[str, pl.Data
         )
         .with_columns(pl.col("grokked").fill_null(False))
     )
-    train = corr.filter(pl.col("domain") != "all")
+    grokking = _grokking(series)
+    train = corr.filter(pl.col("domain") != "all").join(
+        grokking.select("arm", "seed", "domain", clean="grokked"),
+        on=["arm", "seed", "domain"],
+        how="left",
+    )
+    crossed_runs = train.filter(pl.col("grokked"))
+    by = ["arm", "analysis", "metric"]
     pooled = pl.concat(
         [
-            pooled_correlations(train, by=["arm", "analysis", "metric", "domain"]),
-            pooled_correlations(
-                train.filter(pl.col("grokked")), by=["arm", "analysis", "metric"]
-            ).with_columns(domain=pl.lit("grokked")),
+            pooled_correlations(train, by=[*by, "domain"]),
+            pooled_correlations(crossed_runs, by=by).with_columns(domain=pl.lit("grokked")),
+            # the runs that crossed, split by the testbed's own verdict: memorized at chance first
+            # ("clean"), or generalizing while still memorizing ("overlap")
+            pooled_correlations(crossed_runs.filter(pl.col("clean")), by=by).with_columns(
+                domain=pl.lit("clean")
+            ),
+            pooled_correlations(crossed_runs.filter(~pl.col("clean")), by=by).with_columns(
+                domain=pl.lit("overlap")
+            ),
         ],
         how="diagonal_relaxed",
     )
@@ -1160,5 +1198,5 @@ def study_tables(series: pl.DataFrame, config: StudyConfig) -> dict[str, pl.Data
         "leadlag": _leadlag(series, crossed, config),
         "detections": _detections(series, crossed, config),
         "overlap": _overlap(series, crossed),
-        "grokking": _grokking(series),
+        "grokking": grokking,
     }

@@ -130,6 +130,10 @@ def test_each_run_gets_its_own_grokking_verdict(synthetic):
     assert (add["heldout_at_memorized"] < 0.1).all() and (add["delay"] > 0).all()
     facts = grok.filter(pl.col("domain") == "facts")
     assert facts["step_generalized"].null_count() == facts.height and not facts["grokked"].any()
+    # every crossing run grokked cleanly, so the pooled "clean" group holds them all
+    pooled = synthetic["pooled"].filter(pl.col("metric") == "distance_tracked")
+    groups = dict(pooled.select("domain", "n_seeds").rows())
+    assert groups["clean"] == groups["grokked"] == len(SEEDS) and "overlap" not in groups
 
 
 def test_the_report_handles_arms_with_different_domains():
