@@ -426,6 +426,23 @@ def _ground_truth(
     return _pooled_accuracy(tables.accuracy, tables.correctness), tables.correctness
 
 
+def _delay_notes(matches: pl.DataFrame) -> list[str]:
+    """A note when matched test groups generalized before their train groups were memorized.
+
+    The ε rule dates a sample's memorization from when its loss has settled near its final value;
+    where training loss keeps falling while the model generalizes, that comes late, and the local
+    grokking delay t# − t* of the paper turns negative.
+    """
+    early = int((matches["delay"] < 0).sum())
+    if not early:
+        return []
+    return [
+        f"{early} of {matches.height} matched groups have a negative delay (t# < t*): their test "
+        "items generalized before the ε rule counted the training samples as memorized, which it "
+        "does only once their loss has settled"
+    ]
+
+
 def _matches(
     layout: _Layout,
     test_onsets: pl.DataFrame,
@@ -549,6 +566,7 @@ def analyze_run(
             tables["test_onsets"] = generalization_table(correctness)
             if test_items is not None:
                 tables["matches"] = _matches(layout, tables["test_onsets"], test_items, config)
+                notes += _delay_notes(tables["matches"])
             else:
                 notes.append("group pairing skipped: give --test-items with the test items' texts")
     else:

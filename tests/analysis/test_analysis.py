@@ -216,3 +216,11 @@ def test_accuracy_with_foreign_domains(captured_testbed, tmp_path):
 def test_bad_config(option, value, message):
     with pytest.raises(InputError, match=message):
         AnalyzeConfig(**{option: value})
+
+
+def test_negative_grokking_delays_are_noted_with_their_count():
+    from pathwatch.analysis import _delay_notes
+
+    assert _delay_notes(pl.DataFrame({"delay": [200, 0, 1400]})) == []
+    (note,) = _delay_notes(pl.DataFrame({"delay": [200, -3000, -200, 400]}))
+    assert note.startswith("2 of 4 matched groups have a negative delay (t# < t*)")

@@ -70,6 +70,10 @@ def test_analyze_prints_the_tables_it_wrote(analysed_run):
     matches = pl.read_parquet(run / "tables" / "matches.parquet")
     assert matches.height > 0
     assert set(matches["domain"]) <= {"add", "sub", "mul", "facts"}
+    early = int((matches["delay"] < 0).sum())
+    assert (
+        f"{early} of {matches.height} matched groups have a negative delay" in result.stdout
+    ) == (early > 0)
 
 
 def test_report_writes_html_and_figures(analysed_run):
