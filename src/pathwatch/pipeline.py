@@ -296,20 +296,17 @@ def _load_model(path: Path) -> Any:
     """float32 model in eval mode, on CUDA when available."""
     import torch
     from transformers import AutoModelForCausalLM
-    from transformers.utils import logging as hf_logging
 
-    bar_was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # one bar: capture's own
+    from pathwatch._hf import no_hf_progress_bars
+
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        with no_hf_progress_bars():  # one bar: capture's own
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     except (OSError, ValueError) as exc:
         raise InputError(
             f"Checkpoint {path}: cannot load its weights ({type(exc).__name__}: "
             f"{str(exc).splitlines()[0] if str(exc) else ''})."
         ) from exc
-    finally:
-        if bar_was_enabled:
-            hf_logging.enable_progress_bar()
     return model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
 
 

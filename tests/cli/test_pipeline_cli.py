@@ -57,6 +57,7 @@ def analysed_run(captured_testbed, tmp_path_factory):
 def test_analyze_prints_the_tables_it_wrote(analysed_run):
     run, result = analysed_run
     assert result.returncode == 0, result.stderr
+    assert "Loading weights" not in result.stderr  # --no-progress: not even the embedder's bar
     assert "Correlation with accuracy" in result.stdout
     assert "Matched groups" in result.stdout
     correlations = pl.read_parquet(run / "tables" / "correlations.parquet")

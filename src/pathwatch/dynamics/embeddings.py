@@ -67,7 +67,10 @@ def _minilm(device: str) -> Any:
             'embed_texts(method="minilm") needs the embeddings extra: '
             'pip install "pathwatch[embeddings]"'
         ) from exc
-    return SentenceTransformer(str(get_model_path()), device=device, local_files_only=True)
+    from pathwatch._hf import no_hf_progress_bars
+
+    with no_hf_progress_bars():
+        return SentenceTransformer(str(get_model_path()), device=device, local_files_only=True)
 
 
 def _ngram_counts(texts: Sequence[str], dim: int) -> sparse.csr_matrix:

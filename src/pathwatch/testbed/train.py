@@ -37,8 +37,8 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerFast,
 )
-from transformers.utils import logging as hf_logging
 
+from pathwatch._hf import no_hf_progress_bars
 from pathwatch.errors import InputError, invalid_parameter, unknown_name
 from pathwatch.testbed.corpus import ARITHMETIC, OPERATORS, Corpus, build_corpus, item_records
 from pathwatch.testbed.tokenizer import build_tokenizer
@@ -335,15 +335,13 @@ def _write_json(path: Path, obj: dict[str, Any]) -> None:
 @contextmanager
 def _quiet_torch(threads: int) -> Iterator[None]:
     """Run with ``threads`` torch threads and without transformers' per-save progress bars."""
-    previous, bars = torch.get_num_threads(), hf_logging.is_progress_bar_enabled()
+    previous = torch.get_num_threads()
     torch.set_num_threads(threads)
-    hf_logging.disable_progress_bar()
     try:
-        yield
+        with no_hf_progress_bars():
+            yield
     finally:
         torch.set_num_threads(previous)
-        if bars:
-            hf_logging.enable_progress_bar()
 
 
 class _Data:

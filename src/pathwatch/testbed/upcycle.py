@@ -76,25 +76,22 @@ def load_smollm2(
         The model in eval mode.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
+
+    from pathwatch._hf import no_hf_progress_bars
 
     gguf = Path(path) if path is not None else smollm2_gguf()
     if importlib.util.find_spec("gguf") is None:
         raise InputError(
             f'Reading {gguf.name} needs the gguf package: pip install "pathwatch[gguf]".'
         )
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(
-            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
-        )
+        with no_hf_progress_bars():
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            model = AutoModelForCausalLM.from_pretrained(
+                gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+            )
     except (OSError, ValueError) as exc:
         raise InputError(f"{gguf}: cannot read it as a GGUF causal LM ({exc}).") from exc
-    finally:
-        if bars:
-            hf_logging.enable_progress_bar()
     if not isinstance(model, LlamaForCausalLM):
         raise InputError(f"{gguf}: expected a Llama model, got {type(model).__name__}.")
     if num_layers is not None:
