@@ -149,10 +149,13 @@ class TestbedConfig:
         )
 
     def __post_init__(self) -> None:
-        def positive(name: str) -> None:
+        def positive(name: str, *, or_none: bool = False) -> None:
             value = getattr(self, name)
+            if or_none and value is None:
+                return
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise invalid_parameter("TestbedConfig", name, "an int ≥ 1", value)
+                expected = "None or an int ≥ 1" if or_none else "an int ≥ 1"
+                raise invalid_parameter("TestbedConfig", name, expected, value)
 
         for name in (
             "n_probe",
@@ -216,14 +219,7 @@ class TestbedConfig:
             raise invalid_parameter(
                 "TestbedConfig", "weight_decay", "a float ≥ 0", self.weight_decay
             )
-        if self.stop_domains is not None and not (
-            isinstance(self.stop_domains, int)
-            and not isinstance(self.stop_domains, bool)
-            and self.stop_domains >= 1
-        ):
-            raise invalid_parameter(
-                "TestbedConfig", "stop_domains", "None or an int ≥ 1", self.stop_domains
-            )
+        positive("stop_domains", or_none=True)
         if self.stop_accuracy is not None and not 0.0 < self.stop_accuracy <= 1.0:
             raise invalid_parameter(
                 "TestbedConfig", "stop_accuracy", "None or a float in (0, 1]", self.stop_accuracy
