@@ -422,7 +422,7 @@ def study(
         Path, typer.Option(help="Study directory (testbeds, runs, tables, figures, report.md).")
     ] = Path("pathwatch-study"),
     seeds: Annotated[
-        int, typer.Option(help="Seeds of the reference configuration (variants run 2).", min=1)
+        int, typer.Option(help="Seeds of the reference configuration (variants run 1 or 2).", min=1)
     ] = 5,
     jobs: Annotated[
         int, typer.Option(help="(configuration, seed) units run in parallel, 1 thread each.", min=1)
