@@ -346,7 +346,7 @@ def _routing_pass(
             group_rows += _group_rows(
                 domain, group, members, paths, step_data, memorized, step, layers, config
             )
-        for (domain,), members in layout.validation.group_by("domain"):
+        for (domain,), members in layout.validation.group_by("domain", maintain_order=True):
             val = members["sample_index"].to_numpy()
             group_rows.append(
                 {"domain": domain, "group": "all", "step": step, "layer": WHOLE_PATHWAY}
@@ -404,7 +404,7 @@ def _pooled_accuracy(accuracy: pl.DataFrame, correctness: pl.DataFrame | None) -
         pooled = accuracy.group_by("step").agg(
             accuracy=pl.col("accuracy").mean(), n_items=pl.col("n_items").sum()
         )
-    pooled = pooled.with_columns(domain=pl.lit(POOLED)).select(accuracy.columns)
+    pooled = pooled.sort("step").with_columns(domain=pl.lit(POOLED)).select(accuracy.columns)
     return pl.concat([accuracy.filter(pl.col("domain") != POOLED), pooled.cast(accuracy.schema)])
 
 

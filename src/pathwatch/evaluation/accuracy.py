@@ -284,7 +284,7 @@ def _files(path: Path) -> list[Path]:
 
 def _accuracy_from_items(correctness: pl.DataFrame) -> pl.DataFrame:
     return (
-        correctness.group_by("step", "domain")
+        correctness.group_by("step", "domain", maintain_order=True)
         .agg(accuracy=pl.col("correct").cast(pl.Float64).mean(), n_items=pl.len().cast(pl.Int64))
         .select(list(ACCURACY_SCHEMA))
     )
