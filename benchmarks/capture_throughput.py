@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from capture_overhead import SETUPS, _model, _samples
-from pathwatch.pipeline import capture_run
+from pathwatch.capture.run import capture_run
 
 
 def active_parameters(model: torch.nn.Module) -> int:

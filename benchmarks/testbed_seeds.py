@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from pathwatch.pipeline import DemoResult, run_demo
+from pathwatch.demo import DemoResult, run_demo
 from pathwatch.store import RunStore
 from pathwatch.testbed.grokking import grokking_table
 from pathwatch.testbed.train import TestbedConfig

@@ -23,7 +23,8 @@ from pathlib import Path
 import polars as pl
 import torch
 
-from pathwatch.pipeline import analyze_run, capture_run
+from pathwatch.analysis import analyze_run
+from pathwatch.capture.run import capture_run
 from pathwatch.testbed import TestbedConfig, train_testbed
 from pathwatch.testbed.train import TEST_ITEMS
 

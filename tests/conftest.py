@@ -28,7 +28,7 @@ class CapturedTestbed:
 @pytest.fixture(scope="session")
 def captured_testbed(tmp_path_factory: pytest.TempPathFactory) -> CapturedTestbed:
     """``TestbedConfig.tiny()`` trained for seed 0 and captured with ``capture_run`` (≈ 20 s)."""
-    from pathwatch.pipeline import capture_run
+    from pathwatch.capture.run import capture_run
     from pathwatch.testbed.train import TestbedConfig, train_testbed
 
     torch.set_num_threads(1)

@@ -1,4 +1,4 @@
-"""The ``pathwatch`` command line: parse the options, make one pipeline call, print a summary.
+"""The ``pathwatch`` command line: parse the options, make one library call, print a summary.
 
 torch and transformers are imported inside the commands, so ``pathwatch --help`` stays fast.
 """
@@ -134,8 +134,8 @@ def capture(
     ] = None,
 ) -> None:
     """Capture routing weights and losses of every checkpoint into a resumable run directory."""
+    from pathwatch.capture.run import capture_run
     from pathwatch.distributed import is_main_process
-    from pathwatch.pipeline import capture_run
 
     store = capture_run(
         checkpoint,
@@ -290,7 +290,7 @@ def analyze(
     ] = True,
 ) -> None:
     """Compute pathways, distances, consistency, onsets and (with --accuracy) the Table-1 correlations."""
-    from pathwatch.pipeline import AnalyzeConfig, analyze_run
+    from pathwatch.analysis import AnalyzeConfig, analyze_run
 
     config = AnalyzeConfig(
         threshold=threshold,
@@ -320,7 +320,7 @@ def report(
     run: Annotated[Path, typer.Argument(help="Run directory analysed by `pathwatch analyze`.")],
 ) -> None:
     """Write RUN/report.html (self-contained, opens offline) and RUN/figures/*.png."""
-    from pathwatch.pipeline import build_report
+    from pathwatch.report import build_report
 
     typer.echo(f"Report: {build_report(run)}")
 
@@ -378,7 +378,7 @@ def demo(
     ] = True,
 ) -> None:
     """Train a tiny MoE on CPU on a built-in corpus, then capture, analyze and report it."""
-    from pathwatch.pipeline import run_demo
+    from pathwatch.demo import run_demo
     from pathwatch.testbed import TestbedConfig
     from pathwatch.testbed.grokking import MEMORIZED, grokking_table
     from pathwatch.testbed.text import TextConfig

@@ -259,7 +259,7 @@ def _unit_series(out: Path, arm: Arm, seed: int, analyses: Mapping[str, dict[str
     import torch
 
     from pathwatch.analysis import AnalyzeConfig, analyze_run
-    from pathwatch.pipeline import capture_run
+    from pathwatch.capture.run import capture_run
     from pathwatch.testbed import train_testbed
 
     torch.set_num_threads(1)

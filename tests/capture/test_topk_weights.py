@@ -70,7 +70,7 @@ def test_weights_is_checked(tiny_models):
 
 
 def test_capture_run_records_the_weighting_and_refuses_to_mix_them(captured_testbed, tmp_path):
-    from pathwatch.pipeline import capture_run
+    from pathwatch.capture.run import capture_run
     from pathwatch.store import RunStore
 
     checkpoints = list(captured_testbed.testbed.checkpoints[-2:])

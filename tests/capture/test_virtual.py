@@ -12,9 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import pathwatch as pw
+from pathwatch.analysis import analyze_run
+from pathwatch.capture.run import capture_run
 from pathwatch.capture.virtual import VirtualExperts, dense_mlps, fit_virtual_experts
 from pathwatch.errors import InputError, UnsupportedModelError
-from pathwatch.pipeline import analyze_run, capture_run
 from pathwatch.store import RunStore
 from pathwatch.store.virtual_experts import read_virtual_experts, virtual_experts_path
 from tiny_models import VOCAB, build_tiny_dense_model, build_tiny_model, build_tiny_tokenizer

@@ -14,10 +14,10 @@ from transformers import OlmoeForCausalLM, Trainer, TrainingArguments
 
 from pathwatch.analysis import AnalyzeConfig, analyze_run
 from pathwatch.capture import capture
+from pathwatch.capture.run import capture_run
 from pathwatch.errors import InputError
 from pathwatch.monitor import JSONLSink, PathwayCallback, PathwayMonitor, TensorBoardSink
 from pathwatch.monitor.hf_trainer import STATE_FILE
-from pathwatch.pipeline import capture_run
 from tiny_models import build_tiny_model
 
 pytest.importorskip(

@@ -74,7 +74,8 @@ SMALL = TextConfig(
 @pytest.mark.slow
 @needs_smollm2
 def test_training_writes_checkpoints_and_per_token_ground_truth(tmp_path: Path) -> None:
-    from pathwatch.pipeline import analyze_run, capture_run
+    from pathwatch.analysis import analyze_run
+    from pathwatch.capture.run import capture_run
 
     torch.set_num_threads(1)
     run = train_text_testbed(tmp_path / "tb", config=SMALL, progress=False)
