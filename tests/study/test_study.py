@@ -137,7 +137,8 @@ def test_each_run_gets_its_own_grokking_verdict(synthetic):
 
 
 def test_the_report_handles_arms_with_different_domains():
-    from pathwatch.study import Arm, _report
+    from pathwatch.report.study import _report
+    from pathwatch.study import Arm
 
     base = _synthetic_series().filter(pl.col("seed") < 2)
     no_facts = base.filter(pl.col("domain") == "add").with_columns(arm=pl.lit("addonly"))

@@ -7,7 +7,7 @@ percentile bootstrap confidence intervals that resample checkpoints.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import polars as pl
@@ -289,3 +289,60 @@ def correlation_table(
                 | result
             )
     return pl.DataFrame(rows, schema=CORRELATION_SCHEMA)
+
+
+def _fisher_pool(r: np.ndarray) -> tuple[float, float, float]:
+    """Mean correlation over seeds (Fisher z) with a 95% t interval over seeds; NaN CI for n < 2."""
+    z = np.arctanh(np.clip(r[np.isfinite(r)], -0.9999, 0.9999))
+    if z.size == 0:
+        return np.nan, np.nan, np.nan
+    mean = float(np.tanh(z.mean()))
+    if z.size < 2:
+        return mean, np.nan, np.nan
+    half = stats.t.ppf(0.975, z.size - 1) * z.std(ddof=1) / np.sqrt(z.size)
+    return mean, float(np.tanh(z.mean() - half)), float(np.tanh(z.mean() + half))
+
+
+def pooled_correlations(per_seed: pl.DataFrame, *, by: Sequence[str]) -> pl.DataFrame:
+    """Pool per-seed Pearson r over seeds: Fisher-z mean with a 95% t interval over seeds.
+
+    Parameters
+    ----------
+    per_seed : polars.DataFrame
+        Columns ``by`` and ``pearson_r`` (one row per seed and group).
+    by : sequence of str
+        Grouping columns.
+
+    Returns
+    -------
+    polars.DataFrame
+        ``by``, n_seeds, r_mean, r_ci_low, r_ci_high, n_negative (seeds with r < 0).
+
+    Examples
+    --------
+    >>> t = pl.DataFrame({"metric": ["d"] * 3, "pearson_r": [-0.9, -0.8, -0.85]})
+    >>> round(pooled_correlations(t, by=["metric"])["r_mean"][0], 2)
+    -0.86
+    """
+    rows = []
+    for keys, part in per_seed.group_by(list(by), maintain_order=True):
+        r = part["pearson_r"].cast(pl.Float64).fill_null(np.nan).to_numpy()
+        mean, low, high = _fisher_pool(r)
+        rows.append(
+            dict(zip(by, keys, strict=True))
+            | {
+                "n_seeds": int(np.isfinite(r).sum()),
+                "r_mean": mean,
+                "r_ci_low": low,
+                "r_ci_high": high,
+                "n_negative": int((r < 0).sum()),
+            }
+        )
+    schema = {c: per_seed.schema[c] for c in by} | {
+        "n_seeds": pl.Int64,
+        "r_mean": pl.Float64,
+        "r_ci_low": pl.Float64,
+        "r_ci_high": pl.Float64,
+        "n_negative": pl.Int64,
+    }
+    return pl.DataFrame(rows, schema=schema)

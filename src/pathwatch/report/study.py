@@ -1,0 +1,484 @@
+"""The validation study's report: ``report.md`` and its figures, from the study's tables."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from pathwatch.study.config import DEFAULT_ANALYSIS, METRICS, StudyConfig
+
+
+def headline(tables: Mapping[str, pl.DataFrame], arm: str) -> str:
+    """The pooled correlation of every metric on ``arm`` over the runs whose accuracy crossed.
+
+    Parameters
+    ----------
+    tables : mapping of str to polars.DataFrame
+        :attr:`StudyResult.tables`.
+    arm : str
+
+    Returns
+    -------
+    str
+        A Markdown table (metric, kind, needs, pooled r [95% CI], runs).
+    """
+    rows = tables["pooled"].filter(
+        (pl.col("arm") == arm)
+        & (pl.col("analysis") == DEFAULT_ANALYSIS)
+        & (pl.col("domain") == "grokked")
+    )
+    if rows.is_empty():
+        return f"No run of {arm!r} reached the accuracy level: no pooled correlations."
+    return _markdown(
+        ["metric", "kind", "needs", "pooled r [95% CI]", "runs", "neg"],
+        [
+            [
+                r["metric"],
+                METRICS[r["metric"]][1],
+                METRICS[r["metric"]][0],
+                _ci(r["r_mean"], r["r_ci_low"], r["r_ci_high"]),
+                r["n_seeds"],
+                r["n_negative"],
+            ]
+            for r in rows.iter_rows(named=True)
+        ],
+    )
+
+
+def _split_cells(pooled: pl.DataFrame, metric: str, group: str) -> tuple[str, int]:
+    """Pooled r with its interval and the number of runs of one metric in one pooled group."""
+    row = pooled.filter((pl.col("metric") == metric) & (pl.col("domain") == group))
+    if row.is_empty():
+        return "–", 0
+    return _ci(*row.select("r_mean", "r_ci_low", "r_ci_high").row(0)), int(row["n_seeds"][0])
+
+
+def _fmt(v: Any, digits: int = 2) -> str:
+    if v is None or (isinstance(v, float) and not np.isfinite(v)):
+        return "–"
+    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+
+def _markdown(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _ci(mean: float, low: float, high: float) -> str:
+    return f"{_fmt(mean)} [{_fmt(low)}, {_fmt(high)}]"
+
+
+def _figures(tables: dict[str, pl.DataFrame], out: Path, ref_arm: str) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    corr = tables["correlations"].filter(
+        (pl.col("arm") == ref_arm) & (pl.col("analysis") == DEFAULT_ANALYSIS) & pl.col("grokked")
+    )
+    pooled = tables["pooled"].filter(
+        (pl.col("arm") == ref_arm)
+        & (pl.col("analysis") == DEFAULT_ANALYSIS)
+        & (pl.col("domain") == "grokked")
+    )
+    metrics = [m for m in METRICS if m in corr["metric"].to_list()]
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(metrics) + 1.2))
+    for i, metric in enumerate(metrics):
+        r = corr.filter(pl.col("metric") == metric)["pearson_r"].to_numpy()
+        ax.scatter(r, np.full(r.size, i) + np.linspace(-0.15, 0.15, r.size), s=12, color="#7f7f7f")
+        row = pooled.filter(pl.col("metric") == metric)
+        if row.height:
+            m, lo, hi = row["r_mean"][0], row["r_ci_low"][0], row["r_ci_high"][0]
+            ax.errorbar(
+                [m],
+                [i],
+                xerr=[[m - lo], [hi - m]] if np.isfinite(lo) else None,
+                fmt="o",
+                color="#d62728" if METRICS[metric][1] == "routing" else "#1f77b4",
+            )
+    ax.axvline(0, color="black", lw=0.5)
+    ax.set_yticks(range(len(metrics)), [f"{m} ({METRICS[m][0].split(',')[0]})" for m in metrics])
+    ax.set_xlim(-1.05, 1.05)
+    ax.set_xlabel(
+        "Pearson r with held-out accuracy\n(dots: seed × domain that crossed; marker: pooled, 95% CI)"
+    )
+    ax.invert_yaxis()
+    fig.tight_layout()
+    paths.append(out / "figures" / "validation-correlations.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+
+    lag = tables["leadlag"].filter(pl.col("arm") == ref_arm)
+    if lag.height:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for metric in (
+            "distance_tracked",
+            "distance",
+            "train_loss_ma",
+            "validation_loss",
+            "heldout_loss",
+        ):
+            part = (
+                lag.filter(pl.col("metric") == metric)
+                .group_by("lag")
+                .agg(pl.col("r").filter(pl.col("r").is_not_nan()).mean())
+                .sort("lag")
+            )
+            if part.height:
+                ax.plot(part["lag"], part["r"], marker="o", label=metric)
+        ax.axvline(0, color="black", lw=0.5)
+        ax.set_xlabel("lag k (metric at t vs accuracy at t + k; k > 0: metric leads)")
+        ax.set_ylabel("mean Pearson r over seeds × domains")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        paths.append(out / "figures" / "validation-leadlag.png")
+        fig.savefig(paths[-1], dpi=120)
+        plt.close(fig)
+    return paths
+
+
+def _report(
+    tables: dict[str, pl.DataFrame], config: StudyConfig, units: pl.DataFrame, figures: list[Path]
+) -> str:
+    ref = config.arms[0].name
+    pooled = tables["pooled"]
+    corr = tables["correlations"]
+    lines = [
+        "# pathwatch validation study",
+        "",
+        "Every number below is computed by `pathwatch study` from the tables in `tables/`.",
+        "",
+        "## Runs",
+        "",
+        _markdown(
+            ["arm", "seeds", "config changes", "train CPU s (mean)"],
+            [
+                [
+                    a.name,
+                    ", ".join(map(str, a.seeds)),
+                    ", ".join(
+                        f"{k}={v}"
+                        for k, v in dataclasses.asdict(a.config).items()
+                        if v != dataclasses.asdict(config.arms[0].config)[k]
+                    )
+                    or "(reference)",
+                    float(
+                        units.filter(pl.col("key").str.starts_with(f"{a.name}-s"))[
+                            "train_cpu_seconds"
+                        ].mean()
+                        or np.nan
+                    ),
+                ]
+                for a in config.arms
+            ],
+        ),
+        "",
+        f"Accuracy crossings (step where held-out accuracy first reaches {config.level}; – never):",
+        "",
+    ]
+    crossed = tables["crossings"].filter(pl.col("domain") != "all")
+    domains = sorted(crossed["domain"].unique().to_list())
+    lines += [
+        _markdown(
+            ["arm", "seed", *domains],
+            [
+                [
+                    arm,
+                    seed,
+                    *[dict(part.select("domain", "crossed").rows()).get(d) for d in domains],
+                ]
+                for (arm, seed), part in crossed.group_by(["arm", "seed"], maintain_order=True)
+            ],
+        ),
+        "",
+        f"## Correlation with held-out accuracy, reference arm `{ref}`",
+        "",
+        "Window: from the start of accuracy's sustained rise (per seed and domain) on. Pooled over "
+        "every (seed, domain) whose accuracy crossed the level: Fisher-z mean of Pearson r, 95% t "
+        "interval over those runs; `neg` counts runs with r < 0.",
+        "",
+    ]
+    lines.append(headline(tables, ref))
+    per_domain = pooled.filter(
+        (pl.col("arm") == ref)
+        & (pl.col("analysis") == DEFAULT_ANALYSIS)
+        & ~pl.col("domain").is_in(["grokked", "clean", "overlap"])
+    )
+    split = pooled.filter((pl.col("arm") == ref) & (pl.col("analysis") == DEFAULT_ANALYSIS))
+    lines += [
+        "",
+        "Split by the testbed's own grokking verdict (section *Did each run grok?*): `clean` = "
+        "runs that crossed after memorizing at chance, `overlap` = runs that crossed while still "
+        "being memorized:",
+        "",
+        _markdown(
+            ["metric", "clean: pooled r [95% CI]", "runs", "overlap: pooled r [95% CI]", "runs"],
+            [
+                [m, *_split_cells(split, m, "clean"), *_split_cells(split, m, "overlap")]
+                for m in METRICS
+                if m in split["metric"].to_list()
+            ],
+        ),
+    ]
+    lines += ["", "Per domain (all seeds, whether or not the domain crossed):", ""]
+    pd_domains = sorted(per_domain["domain"].unique().to_list())
+    lines.append(
+        _markdown(
+            ["metric", *pd_domains],
+            [
+                [
+                    m,
+                    *[
+                        _ci(
+                            *per_domain.filter((pl.col("metric") == m) & (pl.col("domain") == d))
+                            .select("r_mean", "r_ci_low", "r_ci_high")
+                            .row(0)
+                        )
+                        for d in pd_domains
+                    ],
+                ]
+                for m in METRICS
+                if m in per_domain["metric"].to_list()
+            ],
+        )
+    )
+    lines += ["", "Per seed (Pearson r [bootstrap 95% CI over checkpoints], n checkpoints):", ""]
+    seed_rows = corr.filter(
+        (pl.col("arm") == ref)
+        & (pl.col("analysis") == DEFAULT_ANALYSIS)
+        & (pl.col("domain") != "all")
+    ).sort("seed", "domain")
+    shown = [
+        m
+        for m in (
+            "distance",
+            "distance_memorized",
+            "distance_tracked",
+            "train_loss_ma",
+            "validation_loss",
+            "heldout_loss",
+        )
+        if m in seed_rows["metric"].to_list()
+    ]
+    lines.append(
+        _markdown(
+            ["seed", "domain", "n", *shown],
+            [
+                [
+                    seed,
+                    domain,
+                    part["n"].max(),
+                    *[
+                        _ci(
+                            *part.filter(pl.col("metric") == m)
+                            .select("pearson_r", "pearson_ci_low", "pearson_ci_high")
+                            .row(0)
+                        )
+                        for m in shown
+                    ],
+                ]
+                for (seed, domain), part in seed_rows.group_by(
+                    ["seed", "domain"], maintain_order=True
+                )
+            ],
+        )
+    )
+    variants = pooled.filter(
+        (pl.col("domain") == "grokked")
+        & pl.col("metric").is_in(
+            ["distance", "distance_tracked", "train_loss_ma", "validation_loss", "heldout_loss"]
+        )
+    )
+    lines += [
+        "",
+        "## Configurations and analysis settings",
+        "",
+        "Pooled r over the runs that crossed (as above), per arm (default analysis) and per analysis "
+        f"setting of `{ref}` (threshold, distance unit).",
+        "",
+        _markdown(
+            ["arm", "analysis", "metric", "pooled r [95% CI]", "runs"],
+            [
+                [
+                    r["arm"],
+                    r["analysis"],
+                    r["metric"],
+                    _ci(r["r_mean"], r["r_ci_low"], r["r_ci_high"]),
+                    r["n_seeds"],
+                ]
+                for r in variants.sort("arm", "analysis", "metric").iter_rows(named=True)
+            ],
+        ),
+        "",
+        f"## Lead / lag (max lag {config.max_lag} checkpoints)",
+        "",
+        "Metric at checkpoint t against accuracy at t + k, from the domain's first memorization on, "
+        "runs that crossed. Best lag: the k of largest |r| per run; median over runs.",
+        "",
+    ]
+    lag = tables["leadlag"].filter(pl.col("r").is_not_nan())
+    best = (
+        lag.with_columns(absr=pl.col("r").abs())
+        .sort("absr", descending=True)
+        .group_by(["arm", "seed", "domain", "metric"], maintain_order=True)
+        .first()
+    )
+    lines.append(
+        _markdown(
+            ["arm", "metric", "r at lag 0 (mean)", "best lag (median)", "best lags", "runs"],
+            [
+                [
+                    arm,
+                    metric,
+                    float(
+                        lag.filter(
+                            (pl.col("arm") == arm)
+                            & (pl.col("metric") == metric)
+                            & (pl.col("lag") == 0)
+                        )["r"].mean()
+                        or np.nan
+                    ),
+                    float(part["lag"].median()),
+                    " ".join(map(str, part.sort("seed")["lag"].to_list())),
+                    part.height,
+                ]
+                for (arm, metric), part in best.sort("arm").group_by(
+                    ["arm", "metric"], maintain_order=True
+                )
+            ],
+        )
+    )
+    det = tables["detections"]
+    lines += [
+        "",
+        "## Detector: generalization under way, from training data only",
+        "",
+        f"Fires at the first checkpoint after the domain's first memorization onset where the signal's "
+        f"{config.detector_window}-checkpoint moving average fell {config.detector_run} checkpoints in "
+        f"a row and lies ≥ {config.detector_min_drop:.0%} below its maximum since the onset. "
+        "Parameters fixed before any study run, not tuned. Lead: checkpoints from firing to accuracy "
+        f"crossing {config.level} (> 0: before). A false alarm: fired in a run whose accuracy never "
+        "crossed (the never-generalizing control domain, or a seed that did not grok).",
+        "",
+    ]
+    summary_rows = []
+    for (arm, signal), part in det.group_by(["arm", "signal"], maintain_order=True):
+        hit = part.filter(pl.col("crossed").is_not_null())
+        miss = part.filter(pl.col("crossed").is_null())
+        leads = hit["lead"].drop_nulls()
+        summary_rows.append(
+            [
+                arm,
+                signal,
+                hit.height,
+                int((leads > 0).sum()),
+                int((leads <= 0).sum()),
+                hit["fired"].null_count(),
+                float(leads.median()) if leads.len() else np.nan,
+                f"{int(miss['fired'].is_not_null().sum())} / {miss.height}",
+            ]
+        )
+    lines.append(
+        _markdown(
+            [
+                "arm",
+                "signal",
+                "runs crossed",
+                "fired before",
+                "fired at/after",
+                "never fired",
+                "median lead",
+                "false alarms",
+            ],
+            summary_rows,
+        )
+    )
+    lines += ["", "Per run (reference arm, signal distance_tracked):", ""]
+    lines.append(
+        _markdown(
+            ["seed", "domain", "memorization onset", "fired", "crossed", "lead"],
+            [
+                [
+                    r["seed"],
+                    r["domain"],
+                    r["memorization_onset"],
+                    r["fired"],
+                    r["crossed"],
+                    r["lead"],
+                ]
+                for r in det.filter(
+                    (pl.col("arm") == ref) & (pl.col("signal") == "distance_tracked")
+                )
+                .sort("seed", "domain")
+                .iter_rows(named=True)
+            ],
+        )
+    )
+    from pathwatch.testbed.grokking import MEMORIZED
+
+    grok = tables["grokking"]
+    lines += [
+        "",
+        "## Did each run grok?",
+        "",
+        f"From each testbed's own curves: memorized = first checkpoint with training accuracy ≥ "
+        f"{MEMORIZED:g} (held-out accuracy then); grokked = held-out ≤ 0.1 at that moment and ≥ 0.9 "
+        "later. Grokked (seed, domain) pairs per arm: "
+        + "; ".join(
+            f"{arm} {int(part['grokked'].sum())} of {part.height}"
+            for (arm,), part in grok.group_by(["arm"], maintain_order=True)
+        )
+        + ".",
+        "",
+        _markdown(
+            [
+                "arm",
+                "seed",
+                "domain",
+                "memorized at",
+                "held-out then",
+                "held-out ≥ 0.5 at",
+                "≥ 0.9 at",
+                "delay",
+                "final held-out",
+                "grokked",
+            ],
+            grok.select(
+                "arm",
+                "seed",
+                "domain",
+                "memorized_step",
+                "heldout_at_memorized",
+                "step_half",
+                "step_generalized",
+                "delay",
+                "final_heldout",
+                pl.when("grokked").then(pl.lit("yes")).otherwise(pl.lit("no")),
+            ).rows(),
+        ),
+    ]
+    lines += [
+        "",
+        "## Overlap of memorization and generalization",
+        "",
+        "Training accuracy of the domain at the checkpoint where its held-out accuracy crossed.",
+        "",
+        _markdown(
+            ["arm", "seed", "domain", "crossed", "train accuracy", "held-out accuracy"],
+            tables["overlap"].rows(),
+        ),
+        "",
+        "## Figures",
+        "",
+        *[f"![{p.stem}](figures/{p.name})" for p in figures],
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,43 @@
+"""A multi-seed validation study: does routing tell about generalization better than the baselines?
+
+``run_study`` trains the CPU testbed over several seeds and configurations ("arms"), captures and
+analyses each run (with several analysis settings on the first arm), and writes one report:
+
+- per metric, the correlation with held-out accuracy per seed and domain (bootstrap CIs), pooled over
+  seeds (Fisher-z mean with a t interval over seeds), next to the baselines, each labelled with what
+  it needs (training data only, or held-out data of the same or of a different distribution);
+- sample selection: all samples of a domain vs memorized (any t*) vs tracked (memorized by the step);
+- lead/lag: correlation of each metric with accuracy k checkpoints later, k in −K … K;
+- a test-free detector (:func:`pathwatch.evaluation.leadlag.detect_generalization`) per seed and
+  domain: checkpoints before accuracy crosses 0.5, and its alarms on domains that never cross.
+
+Every (arm, seed) is its own testbed and run directory, and its series table is written when it is
+done, so an interrupted study resumes where it stopped.
+"""
+
+from pathwatch.evaluation.correlate import pooled_correlations
+from pathwatch.report.study import headline
+from pathwatch.study.config import (
+    DEFAULT_ANALYSIS,
+    DETECTOR_SIGNALS,
+    METRICS,
+    Arm,
+    StudyConfig,
+    study_testbed,
+)
+from pathwatch.study.run import StudyResult, run_study
+from pathwatch.study.tables import study_tables
+
+__all__ = [
+    "DEFAULT_ANALYSIS",
+    "DETECTOR_SIGNALS",
+    "METRICS",
+    "Arm",
+    "StudyConfig",
+    "StudyResult",
+    "headline",
+    "pooled_correlations",
+    "run_study",
+    "study_tables",
+    "study_testbed",
+]
