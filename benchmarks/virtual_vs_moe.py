@@ -26,7 +26,7 @@ import torch
 from pathwatch.analysis import analyze_run
 from pathwatch.capture.run import capture_run
 from pathwatch.testbed import TestbedConfig, train_testbed
-from pathwatch.testbed.train import TEST_ITEMS
+from pathwatch.testbed.run import TEST_ITEMS
 
 
 def _cell(row: dict | None) -> str:

@@ -57,8 +57,8 @@ def run_demo(
     from pathwatch.capture.run import capture_run
     from pathwatch.report import build_report
     from pathwatch.testbed import TestbedConfig, train_testbed
+    from pathwatch.testbed.run import TEST_ITEMS
     from pathwatch.testbed.text import TextConfig, train_text_testbed
-    from pathwatch.testbed.train import TEST_ITEMS
 
     out = Path(out)
     seconds: dict[str, float] = {}

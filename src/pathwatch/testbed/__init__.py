@@ -5,8 +5,9 @@ truth that the demo (capture → analyze → report) checks the routing metrics 
 """
 
 from pathwatch.testbed.corpus import Corpus, DomainSplit, build_corpus
+from pathwatch.testbed.run import TestbedRun
 from pathwatch.testbed.tokenizer import build_tokenizer
-from pathwatch.testbed.train import TestbedConfig, TestbedRun, train_testbed
+from pathwatch.testbed.train import TestbedConfig, train_testbed
 
 __all__ = [
     "Corpus",

@@ -37,16 +37,16 @@ import torch
 from tqdm.auto import tqdm
 
 from pathwatch.errors import InputError, invalid_parameter
-from pathwatch.testbed.train import (
+from pathwatch.testbed.run import (
     ACCURACY,
     SUMMARY,
     TRAIN_SAMPLES,
     VALIDATION_SAMPLES,
     TestbedRun,
-    _quiet_torch,
-    _result,
-    _write_jsonl,
-    _write_summary,
+    quiet_torch,
+    testbed_run,
+    write_jsonl,
+    write_summary,
 )
 from pathwatch.testbed.upcycle import load_smollm2, upcycle
 
@@ -306,16 +306,16 @@ def train_text_testbed(
     if summary_path.is_file():
         summary = json.loads(summary_path.read_text())
         if summary.get("fingerprint") == fingerprint and summary.get("complete"):
-            return _result(out, summary, reused=True)
+            return testbed_run(out, summary, reused=True)
         if summary.get("fingerprint") != fingerprint:
             raise InputError(
                 f"{summary_path}: holds a run of another configuration or seed; pass a new or "
                 "empty out_dir, or delete that run."
             )
     out.mkdir(parents=True, exist_ok=True)
-    with _quiet_torch(threads):
+    with quiet_torch(threads):
         summary = _train(out, config, seed, fingerprint, progress)
-    return _result(out, summary, reused=False)
+    return testbed_run(out, summary, reused=False)
 
 
 def _train(
@@ -332,8 +332,8 @@ def _train(
     )
     del dense
     train, heldout, validation = _split(config, tokenizer, seed)
-    _write_jsonl(out / TRAIN_SAMPLES, [r for rows in train.values() for r in rows])
-    _write_jsonl(out / VALIDATION_SAMPLES, validation)
+    write_jsonl(out / TRAIN_SAMPLES, [r for rows in train.values() for r in rows])
+    write_jsonl(out / VALIDATION_SAMPLES, validation)
     texts = [r["text"] for rows in train.values() for r in rows]
 
     model.get_input_embeddings().weight.requires_grad_(False)  # tied with the LM head
@@ -397,5 +397,5 @@ def _finish(
         for passage, hits in zip(passages, r["correct"][domain], strict=True)
         for t, c in enumerate(hits.tolist(), start=1)
     ]
-    _write_jsonl(out / ACCURACY, rows)
-    return _write_summary(out, config, seed, fingerprint, history)
+    write_jsonl(out / ACCURACY, rows)
+    return write_summary(out, config, seed, fingerprint, history)

@@ -20,8 +20,6 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,18 +36,24 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from pathwatch._hf import no_hf_progress_bars
 from pathwatch.errors import InputError, invalid_parameter, unknown_name
 from pathwatch.testbed.corpus import ARITHMETIC, OPERATORS, Corpus, build_corpus, item_records
+from pathwatch.testbed.run import (
+    ACCURACY,
+    SUMMARY,
+    TEST_ITEMS,
+    TRAIN_SAMPLES,
+    VALIDATION_SAMPLES,
+    TestbedRun,
+    quiet_torch,
+    testbed_run,
+    write_jsonl,
+    write_summary,
+)
 from pathwatch.testbed.tokenizer import build_tokenizer
 
 FORMAT_VERSION = 1
-SUMMARY = "testbed.json"
 RESUME = "resume.pt"
-ACCURACY = "accuracy.jsonl"
-TRAIN_SAMPLES = "train_samples.jsonl"
-VALIDATION_SAMPLES = "validation_samples.jsonl"
-TEST_ITEMS = "test_items.jsonl"
 _EVAL_BATCH = 4096
 
 
@@ -272,74 +276,6 @@ class TestbedConfig:
         )
 
 
-@dataclass(frozen=True)
-class TestbedRun:
-    """What :func:`train_testbed` wrote.
-
-    Attributes
-    ----------
-    out_dir : Path
-    checkpoints : tuple of Path
-        ``step-<N>`` model directories in step order.
-    steps : tuple of int
-        The step of each checkpoint.
-    accuracy_file, train_samples, validation_samples, summary : Path
-        ``accuracy.jsonl``, ``train_samples.jsonl``, ``validation_samples.jsonl``, ``testbed.json``.
-    curves : tuple of dict
-        One record per checkpoint and domain: step, seconds, cpu_seconds, domain, train_loss,
-        train_accuracy, heldout_loss, heldout_accuracy; plus one per checkpoint with domain
-        "validation" and its ``validation_loss``.
-    train_seconds, cpu_seconds : float
-        Wall and CPU time of this process spent training (evaluation and saving included), summed
-        over resumptions; with one thread on a busy machine, CPU time is the uncontended wall time.
-    reused : bool
-        True when ``out_dir`` already held the complete run and nothing was trained.
-    """
-
-    __test__ = False
-
-    out_dir: Path
-    checkpoints: tuple[Path, ...]
-    steps: tuple[int, ...]
-    accuracy_file: Path
-    train_samples: Path
-    validation_samples: Path
-    summary: Path
-    curves: tuple[dict[str, Any], ...]
-    train_seconds: float
-    cpu_seconds: float
-    reused: bool
-
-    def accuracy(self, domain: str) -> list[float]:
-        """Held-out accuracy of ``domain`` at each checkpoint."""
-        return [c["heldout_accuracy"] for c in self.curves if c["domain"] == domain]
-
-
-def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w") as fh:
-        fh.writelines(json.dumps(r) + "\n" for r in records)
-    os.replace(tmp, path)
-
-
-def _write_json(path: Path, obj: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
-@contextmanager
-def _quiet_torch(threads: int) -> Iterator[None]:
-    """Run with ``threads`` torch threads and without transformers' per-save progress bars."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        with no_hf_progress_bars():
-            yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 class _Data:
     """Token-id tensors of the corpus: every item is ``a OP b = c`` (5 tokens), the answer last."""
 
@@ -528,27 +464,11 @@ def train_testbed(
 
     summary = _load_complete(out, fingerprint)
     if summary is not None:
-        return _result(out, summary, reused=True)
+        return testbed_run(out, summary, reused=True)
     _check_foreign(out, fingerprint)
-    with _quiet_torch(threads):
+    with quiet_torch(threads):
         summary = _train(out, config, seed, fingerprint, progress)
-    return _result(out, summary, reused=False)
-
-
-def _result(out: Path, summary: dict[str, Any], *, reused: bool) -> TestbedRun:
-    return TestbedRun(
-        out_dir=out,
-        checkpoints=tuple(out / name for name in summary["checkpoints"]),
-        steps=tuple(summary["steps"]),
-        accuracy_file=out / ACCURACY,
-        train_samples=out / TRAIN_SAMPLES,
-        validation_samples=out / VALIDATION_SAMPLES,
-        summary=out / SUMMARY,
-        curves=tuple(summary["curves"]),
-        train_seconds=summary["train_seconds"],
-        cpu_seconds=summary["cpu_seconds"],
-        reused=reused,
-    )
+    return testbed_run(out, summary, reused=False)
 
 
 def _train(
@@ -697,10 +617,10 @@ def _write_sample_files(out: Path, corpus: Corpus, config: TestbedConfig, seed: 
     for split in corpus.domains:
         take = np.sort(rng.permutation(len(split.train))[: config.n_probe])
         probe += item_records(split.name, split.train[take])
-    _write_jsonl(out / TRAIN_SAMPLES, probe)
-    _write_jsonl(out / VALIDATION_SAMPLES, corpus.validation_records())
+    write_jsonl(out / TRAIN_SAMPLES, probe)
+    write_jsonl(out / VALIDATION_SAMPLES, corpus.validation_records())
     # the held-out items' texts, for pairing memorization and generalization groups
-    _write_jsonl(
+    write_jsonl(
         out / TEST_ITEMS,
         [record for split in corpus.domains for record in item_records(split.name, split.test)],
     )
@@ -724,9 +644,9 @@ def _finish(
                 {"step": record["step"], "domain": split.name, "item_id": i, "correct": int(c)}
                 for i, c in zip(ids, record["correct"][split.name].tolist(), strict=True)
             ]
-    _write_jsonl(out / ACCURACY, rows)
+    write_jsonl(out / ACCURACY, rows)
     seconds = history[-1]["spent"][0]
-    return _write_summary(
+    return write_summary(
         out,
         config,
         seed,
@@ -735,36 +655,3 @@ def _finish(
         stopped_early=stopped,
         seconds_per_step=seconds / max(history[-1]["step"], 1),
     )
-
-
-def _write_summary(
-    out: Path,
-    config: Any,
-    seed: int,
-    fingerprint: dict[str, Any],
-    history: list[dict[str, Any]],
-    **extra: Any,
-) -> dict[str, Any]:
-    """Write the complete ``testbed.json`` of a finished run (plus ``extra`` fields); return it."""
-    curves = [
-        {"step": r["step"], "seconds": r["spent"][0], "cpu_seconds": r["spent"][1], "domain": d}
-        | values
-        for r in history
-        for d, values in r["domains"].items()
-    ]
-    seconds, cpu_seconds = history[-1]["spent"]
-    summary = {
-        "fingerprint": fingerprint,
-        "complete": True,
-        **extra,
-        "seed": seed,
-        "config": dataclasses.asdict(config),
-        "checkpoints": [r["checkpoint"] for r in history],
-        "steps": [r["step"] for r in history],
-        "train_seconds": seconds,
-        "cpu_seconds": cpu_seconds,
-        "torch_version": torch.__version__,
-        "curves": curves,
-    }
-    _write_json(out / SUMMARY, summary)
-    return summary
