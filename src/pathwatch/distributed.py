@@ -2,7 +2,7 @@
 
 The work of a capture is a deterministic list of units (:func:`all_units`): per checkpoint, its
 router weights, then one unit per shard of samples. Every worker writes straight into the shared
-run directory; a unit is written only under its claim (:func:`pathwatch.store._io.claim`, an
+run directory; a unit is written only under its claim (:meth:`pathwatch.store.RunStore.claim`, an
 advisory lock the OS drops when the holder dies), and is re-checked after the claim is taken, so
 two workers -- of one launch or of two overlapping ones -- never write the same unit and a unit
 that verifies is never recomputed. Results do not depend on who computed what: each unit is a pure
@@ -28,7 +28,6 @@ from typing import Any
 
 from pathwatch.errors import InputError
 from pathwatch.store import RunStore
-from pathwatch.store._io import claim, shared_lock
 from pathwatch.store.units import router_path, unit_path
 
 __all__ = [
@@ -182,7 +181,7 @@ def run_ray(
 def _ray_task(run: str, worker: Worker, units: list[Unit]) -> int:
     """One Ray task: capture ``units`` (one checkpoint's) into the run; returns samples captured."""
     store = RunStore(run)
-    with shared_lock(store.path):
+    with RunStore.lock(store.path, shared=True):
         return sum(_attempt(store, worker, unit, wait=False) or 0 for unit in units)
 
 
@@ -202,7 +201,7 @@ def _attempt(
 ) -> int | None:
     """Capture ``unit`` if this process can claim it and it is not done: the samples captured, or
     None when another worker holds the unit or it was done already."""
-    with claim(store.path, unit.target(store.path), wait=wait) as held:
+    with store.claim(unit.target(store.path), wait=wait) as held:
         if not held or unit.done(store):
             return None
         done = worker(store, unit)

@@ -14,10 +14,15 @@ from hypothesis import strategies as st
 import pathwatch as pw
 from pathwatch.analysis import analyze_run
 from pathwatch.capture.run import capture_run
-from pathwatch.capture.virtual import VirtualExperts, dense_mlps, fit_virtual_experts
+from pathwatch.capture.virtual import (
+    FILE,
+    VirtualExperts,
+    dense_mlps,
+    fit_virtual_experts,
+    read_virtual_experts,
+)
 from pathwatch.errors import InputError, UnsupportedModelError
 from pathwatch.store import RunStore
-from pathwatch.store.virtual_experts import read_virtual_experts, virtual_experts_path
 from tiny_models import VOCAB, build_tiny_dense_model, build_tiny_model, build_tiny_tokenizer
 
 ATOL = 1e-5
@@ -195,7 +200,7 @@ def test_run_stores_the_clusters_of_the_first_checkpoint_and_reuses_them(
     manifest = store.manifest
     assert manifest.model.family == "virtual" and manifest.model.n_experts == K
     assert manifest.model.moe_layers == (0, 1, 2, 3) and manifest.model.top_k is None
-    stored = read_virtual_experts(store.path, n_experts=K)
+    stored = read_virtual_experts(store)
     first = build_tiny_dense_model(seed=0)
     second = build_tiny_dense_model(seed=1)
     np.testing.assert_array_equal(stored.assignment, fit_virtual_experts(first, K).assignment)
@@ -211,11 +216,11 @@ def test_run_stores_the_clusters_of_the_first_checkpoint_and_reuses_them(
     )
 
     # resume: a lost unit is redone with the stored clusters, which are not rewritten
-    before = virtual_experts_path(store.path).stat().st_mtime_ns
+    before = (store.path / FILE).stat().st_mtime_ns
     unit = next(store.path.glob("units/step-00000200/*.safetensors"))
     unit.unlink()
     again = capture_run(dirs, samples, store.path, virtual_experts=K, progress=False)
-    assert virtual_experts_path(store.path).stat().st_mtime_ns == before
+    assert (store.path / FILE).stat().st_mtime_ns == before
     np.testing.assert_array_equal(
         again.load_checkpoint(200).mean_weights, store.load_checkpoint(200).mean_weights
     )

@@ -26,16 +26,7 @@ from pathwatch.errors import (
     unknown_name,
 )
 from pathwatch.store import CheckpointData, RunStore
-from pathwatch.store._io import (
-    LOCK_NAME,
-    TEMP_SUFFIX,
-    exclusive_lock,
-    remove_temporaries,
-    shared_lock,
-    store_error,
-)
 from pathwatch.store.manifest import (
-    MANIFEST_NAME,
     WEIGHTS,
     CheckpointInfo,
     Manifest,
@@ -254,34 +245,6 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _is_ours(name: str) -> bool:
-    """Whether a file name is one a capture creates before its manifest (lock, temporary files)."""
-    return name == LOCK_NAME or name.endswith(TEMP_SUFFIX)
-
-
-def _existing_run(out: Path, manifest: Manifest) -> RunStore | None:
-    """The run at ``out`` to resume, None for a new run; InputError if ``out`` cannot take this capture."""
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} is a file; pass a directory for the run.")
-    if not (out / MANIFEST_NAME).exists():
-        # a capture killed before its manifest was written leaves only its lock and temporary files
-        if out.exists() and any(not _is_ours(p.name) for p in out.iterdir()):
-            raise InputError(
-                f"--out {out} is a non-empty directory without a {MANIFEST_NAME}; pass a new or "
-                "empty directory for the run."
-            )
-        return None
-    store = RunStore(out)
-    difference = store.manifest.first_difference(manifest)
-    if difference is not None:
-        field, stored, wanted = difference
-        raise InputError(
-            f"{out / MANIFEST_NAME}: this run was captured with {field} = {stored!r}, not "
-            f"{wanted!r}; re-run with the original inputs to resume, or pass a new --out."
-        )
-    return store
-
-
 def _load_model(path: Path) -> Any:
     """float32 model in eval mode, on CUDA when available."""
     import torch
@@ -423,19 +386,15 @@ def capture_run(
         pathwatch_version=__version__,
     )
     out = Path(out).expanduser()
-    store = _existing_run(out, manifest)
+    store = RunStore.resume(out, manifest)
     processes = launched_processes()
     if backend == "ray" and processes.size > 1:
         raise InputError(
             "--backend ray spreads the units itself; run it without `accelerate launch`."
         )
     # every input is valid: writing starts here
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise store_error(out, "creating", exc) from exc
     alone = backend == "local" and processes.size == 1
-    with exclusive_lock(out) if alone else shared_lock(out):
+    with RunStore.lock(out, shared=not alone):
         if processes.is_main:  # the run's shared files; units are claimed one by one
             if store is None:
                 store = RunStore.create(out, manifest)
@@ -444,7 +403,7 @@ def capture_run(
             except StoreError:  # absent or damaged: a previous capture stopped before writing it
                 store.write_samples(_sample_table(samples))
             if alone:  # under a shared lock, other workers' temporaries may be in flight
-                remove_temporaries(out)
+                store.remove_temporaries()
             if virtual_experts is not None:
                 _virtual_experts(store, ckpts[0])
         processes.wait()
@@ -461,17 +420,17 @@ def capture_run(
 
 def _virtual_experts(store: RunStore, first: _Checkpoint) -> VirtualExperts:
     """The run's virtual experts: read back, or fitted on its first checkpoint and written once."""
-    from pathwatch.capture.virtual import fit_virtual_experts
-    from pathwatch.store.virtual_experts import (
+    from pathwatch.capture.virtual import (
+        FILE,
+        fit_virtual_experts,
         read_virtual_experts,
-        virtual_experts_path,
         write_virtual_experts,
     )
 
-    if virtual_experts_path(store.path).is_file():
-        return read_virtual_experts(store.path, n_experts=store.manifest.model.n_experts)
+    if (store.path / FILE).is_file():
+        return read_virtual_experts(store)
     experts = fit_virtual_experts(_load_model(first.path), store.manifest.model.n_experts)
-    write_virtual_experts(store.path, experts)
+    write_virtual_experts(store, experts)
     return experts
 
 

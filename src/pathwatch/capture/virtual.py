@@ -23,6 +23,7 @@ Everything downstream (pathways, distance, consistency, onsets, correlations) is
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,19 +31,25 @@ import torch
 from torch import nn
 
 from pathwatch.capture.hooks import MaskedMeanRecorder
-from pathwatch.errors import UnsupportedModelError, invalid_parameter
+from pathwatch.errors import IntegrityError, UnsupportedModelError, invalid_parameter
+from pathwatch.store import RunStore
 
 __all__ = [
     "FAMILY",
+    "FILE",
     "MLP_PROJECTIONS",
     "VirtualExperts",
     "VirtualRecorder",
     "dense_mlps",
     "fit_virtual_experts",
+    "read_virtual_experts",
+    "write_virtual_experts",
 ]
 
 #: family key of captures and runs with virtual experts
 FAMILY = "virtual"
+#: the run file of a dense-model run's clusters: fitted on its first checkpoint, reused for all
+FILE = "virtual_experts.safetensors"
 
 #: (input, down) attribute names of a dense MLP's ``nn.Linear`` projections, first present pair wins:
 #: the input projection holds the neurons' input rows (I, H) — the gate of gated MLPs (Llama, Mistral,
@@ -247,3 +254,45 @@ class VirtualRecorder(MaskedMeanRecorder):
             self._record(layer, shares, mask, weights)
 
         return hook
+
+
+def write_virtual_experts(store: RunStore, experts: VirtualExperts) -> Path:
+    """Write the clusters into the run, atomically with a checksum: ``RUN/virtual_experts.safetensors``.
+
+    Tensors ``assignment`` (L, I), ``layers`` (L,), ``seed`` (1,), all int64; metadata K.
+    """
+    return store.write_tensors(
+        FILE,
+        {
+            "assignment": experts.assignment.astype(np.int64),
+            "layers": np.asarray(experts.layers, np.int64),
+            "seed": np.asarray([experts.seed], np.int64),
+        },
+        {"n_experts": str(experts.n_experts)},
+    )
+
+
+def read_virtual_experts(store: RunStore) -> VirtualExperts:
+    """Read and verify the clusters of a run whose manifest says K virtual experts.
+
+    Raises
+    ------
+    StoreError
+        The file is missing.
+    IntegrityError
+        The file is damaged, or holds clusters of another K.
+    """
+    tensors = store.read_tensors(FILE, {"n_experts": str(store.manifest.model.n_experts)})
+    assignment, layers, seed = (tensors.get(k) for k in ("assignment", "layers", "seed"))
+    if (
+        assignment is None
+        or layers is None
+        or seed is None
+        or assignment.ndim != 2
+        or len(layers) != len(assignment)
+    ):
+        raise IntegrityError(
+            f"{store.path / FILE}: expected 'assignment' (L, I) and 'layers' (L,). Delete the file "
+            "and re-run `pathwatch capture --virtual-experts K` to refit it."
+        )
+    return VirtualExperts(assignment.astype(np.int64), tuple(int(i) for i in layers), int(seed[0]))

@@ -7,20 +7,38 @@
     RUN/units/step-<step:08>/shard-<shard:05>.safetensors
     RUN/routers/step-<step:08>.safetensors
     RUN/tables/<name>.parquet
+
+:class:`RunStore` owns the directory: creating, resuming, locking and cleaning it, claiming its
+files for distributed workers, and reading and writing every file of it. :func:`write_atomic` and
+:func:`write_table` are the crash-safe writes for files elsewhere that mark progress.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pathwatch.errors import IntegrityError, StoreError
-from pathwatch.store.manifest import Manifest
+from pathwatch.errors import InputError, IntegrityError, StoreError
+from pathwatch.store._io import (
+    LOCK_NAME,
+    TEMP_SUFFIX,
+    claim,
+    exclusive_lock,
+    remove_temporaries,
+    shared_lock,
+    store_error,
+    write_atomic,
+)
+from pathwatch.store.manifest import MANIFEST_NAME, Manifest
 from pathwatch.store.tables import read_table, write_table
 from pathwatch.store.units import (
     CheckpointData,
+    _load,
+    _save,
     read_router_weights,
     read_unit,
     unit_path,
@@ -31,7 +49,7 @@ from pathwatch.store.units import (
 if TYPE_CHECKING:
     import polars as pl
 
-__all__ = ["CheckpointData", "Manifest", "RunStore"]
+__all__ = ["CheckpointData", "Manifest", "RunStore", "write_atomic", "write_table"]
 
 SAMPLES_TABLE = "samples.parquet"
 TABLE_DIR = "tables"
@@ -62,6 +80,70 @@ class RunStore:
         """Start a run directory by writing its manifest."""
         manifest.write(Path(path))
         return cls(path)
+
+    @classmethod
+    def resume(cls, path: str | Path, manifest: Manifest) -> RunStore | None:
+        """The run at ``path`` to resume with ``manifest``, or None when ``path`` is free for a new one.
+
+        Nothing is written. A directory holding only what a capture killed before its manifest
+        left behind (the lock, temporary files) counts as free.
+
+        Raises
+        ------
+        InputError
+            ``path`` is a file, a non-empty directory that is no run, or a run of other inputs.
+        """
+        out = Path(path)
+        if out.exists() and not out.is_dir():
+            raise InputError(f"--out {out} is a file; pass a directory for the run.")
+        if not (out / MANIFEST_NAME).exists():
+            if out.exists() and any(not _is_ours(p.name) for p in out.iterdir()):
+                raise InputError(
+                    f"--out {out} is a non-empty directory without a {MANIFEST_NAME}; pass a new or "
+                    "empty directory for the run."
+                )
+            return None
+        store = cls(out)
+        difference = store.manifest.first_difference(manifest)
+        if difference is not None:
+            field, stored, wanted = difference
+            raise InputError(
+                f"{out / MANIFEST_NAME}: this run was captured with {field} = {stored!r}, not "
+                f"{wanted!r}; re-run with the original inputs to resume, or pass a new --out."
+            )
+        return store
+
+    @staticmethod
+    @contextlib.contextmanager
+    def lock(path: str | Path, *, shared: bool = False) -> Iterator[None]:
+        """Create the run directory if needed and hold its lock for the block.
+
+        Exclusive for a single-process writer; shared by the workers of a distributed capture,
+        which then claim each file on its own (:meth:`claim`). StoreError when the other kind
+        holds it, or when the directory cannot be created.
+        """
+        out = Path(path)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise store_error(out, "creating", exc) from exc
+        with shared_lock(out) if shared else exclusive_lock(out):
+            yield
+
+    def remove_temporaries(self) -> int:
+        """Delete the temporary files killed writers left in the run; returns how many.
+
+        Only under an exclusive :meth:`lock`: under a shared one, other workers' files are in flight.
+        """
+        return remove_temporaries(self.path)
+
+    def claim(self, target: Path, *, wait: bool) -> contextlib.AbstractContextManager[bool]:
+        """Claim the right to write ``target``, a file of this run: yields whether this process holds it.
+
+        The claim is an advisory lock on ``RUN/.claims/<target>.claim`` that the OS drops when its
+        holder dies; with ``wait`` it blocks until the holder finishes, else it yields False at once.
+        """
+        return claim(self.path, target, wait=wait)
 
     def __repr__(self) -> str:
         return f"RunStore({str(self.path)!r}, steps={list(self.steps)})"
@@ -168,6 +250,21 @@ class RunStore:
         self._check_step(step)
         return write_router_weights(self.path, step, list(self.manifest.model.moe_layers), weights)
 
+    def write_tensors(
+        self, name: str, tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str]
+    ) -> Path:
+        """Write ``RUN/<name>`` (safetensors) atomically, with a checksum beside ``metadata``."""
+        path = self.path / name
+        _save(path, tensors, dict(metadata))
+        return path
+
+    def read_tensors(self, name: str, metadata: Mapping[str, str]) -> dict[str, np.ndarray]:
+        """Read and verify ``RUN/<name>``: its checksum and the ``metadata`` it must carry.
+
+        Raises StoreError if it is missing, IntegrityError if it does not verify.
+        """
+        return _load(self.path / name, metadata)
+
     def write_samples(self, frame: pl.DataFrame) -> Path:
         """Write the sample table (sample_index, id, domain) atomically."""
         return write_table(frame, self.path / SAMPLES_TABLE)
@@ -187,3 +284,8 @@ class RunStore:
     def read_table(self, name: str) -> pl.DataFrame:
         """Read ``RUN/tables/<name>.parquet``."""
         return read_table(self.table_path(name))
+
+
+def _is_ours(name: str) -> bool:
+    """Whether a file name is one a capture creates before its manifest (lock, temporary files)."""
+    return name == LOCK_NAME or name.endswith(TEMP_SUFFIX)
