@@ -25,6 +25,7 @@ import torch
 
 from pathwatch.analysis import analyze_run
 from pathwatch.capture.run import capture_run
+from pathwatch.config import CaptureConfig
 from pathwatch.testbed import TestbedConfig, train_testbed
 from pathwatch.testbed.run import TEST_ITEMS
 
@@ -129,7 +130,12 @@ def main() -> None:
     )
     samples = args.out / "dense-samples.jsonl"
     samples.write_text(dense.train_samples.read_text() + dense.validation_samples.read_text())
-    capture_run(list(dense.checkpoints), samples, args.out / "dense-run", virtual_experts=k)
+    capture_run(
+        list(dense.checkpoints),
+        samples,
+        args.out / "dense-run",
+        config=CaptureConfig(virtual_experts=k),
+    )
     virtual = analyze_run(
         args.out / "dense-run",
         accuracy=dense.accuracy_file,

@@ -18,13 +18,13 @@ import numpy as np
 import polars as pl
 from tqdm.auto import tqdm
 
+from pathwatch.config import AnalyzeConfig
 from pathwatch.dynamics import NEVER, embed_texts, match_groups
 from pathwatch.dynamics.onsets import memorization_table
-from pathwatch.errors import InputError, StoreError, invalid_parameter, unknown_name
+from pathwatch.errors import InputError, StoreError
 from pathwatch.evaluation import correlation_table, generalization_table, moving_average
 from pathwatch.evaluation.accuracy import read_accuracy
 from pathwatch.metrics import (
-    UNITS,
     Pathways,
     consistency_metrics,
     layer_distances,
@@ -52,66 +52,6 @@ TABLE1_METRICS: dict[str, str] = {
     "train_loss_ma": "training data",
     "validation_loss": "held-out data",
 }
-
-
-@dataclass(frozen=True)
-class AnalyzeConfig:
-    """Settings of :func:`analyze_run` (defaults from SPEC §1).
-
-    Attributes
-    ----------
-    threshold : float, default 0.7
-        Cumulative router weight a pathway keeps per layer.
-    unit : {"char", "expert"}, default "char"
-        Symbols of the pathway edit distance (``"char"``: the paper's string).
-    epsilon : float or None, default None
-        Memorization loss threshold for every domain; None chooses it per domain so that 20–25% of
-        the domain is memorized before the last checkpoint.
-    delta : float, default 0.05
-        Memorization stability band.
-    max_pairs : int or None, default 200_000
-        A group with more pairs than this gets a sampled estimate with a 95% CI; None is always exact.
-    validation_domains : tuple of str, default ("validation",)
-        Sample domains that form a validation set: only their mean loss is used, as a baseline.
-    start : "auto" or int, default "auto"
-        First checkpoint of the correlation window; "auto" detects accuracy's sustained rise per domain.
-    embedder : {"auto", "minilm", "ngram"}, default "auto"
-        Text embeddings for pairing train and test groups.
-    n_boot : int, default 2000
-        Bootstrap replicates of the correlation CIs.
-    seed : int, default 0
-        Seed of pair sampling and bootstrap.
-    """
-
-    threshold: float = 0.7
-    unit: str = "char"
-    epsilon: float | None = None
-    delta: float = 0.05
-    max_pairs: int | None = 200_000
-    validation_domains: tuple[str, ...] = ("validation",)
-    start: str | int = "auto"
-    embedder: str = "auto"
-    n_boot: int = 2000
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.unit not in UNITS:
-            raise unknown_name("unit", self.unit, UNITS)
-        if not (isinstance(self.threshold, float | int) and 0 < self.threshold <= 1):
-            raise invalid_parameter("analyze_run", "threshold", "a float in (0, 1]", self.threshold)
-        if self.epsilon is not None and not (np.isfinite(self.epsilon) and self.epsilon >= 0):
-            raise invalid_parameter(
-                "analyze_run", "epsilon", "None or a non-negative float", self.epsilon
-            )
-        if self.max_pairs is not None and (
-            isinstance(self.max_pairs, bool)
-            or not isinstance(self.max_pairs, int)
-            or self.max_pairs < 1
-        ):
-            raise invalid_parameter(
-                "analyze_run", "max_pairs", "None or an int >= 1", self.max_pairs
-            )
-        object.__setattr__(self, "validation_domains", tuple(self.validation_domains))
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
+from pathwatch.config import AnalyzeConfig, CaptureConfig
 from pathwatch.errors import InputError, PathwatchError, unknown_name
 
 app = typer.Typer(
@@ -84,13 +85,13 @@ def capture(
     ] = None,
     batch_size: Annotated[
         int, typer.Option("--batch-size", help="Samples per forward pass.", min=1)
-    ] = 16,
+    ] = CaptureConfig.batch_size,
     max_length: Annotated[
         int,
         typer.Option(
             "--max-length", help="Tokens kept per sample; longer samples are truncated.", min=1
         ),
-    ] = 512,
+    ] = CaptureConfig.max_length,
     shard_size: Annotated[
         int,
         typer.Option(
@@ -98,7 +99,7 @@ def capture(
             help="Samples per stored unit; a killed capture loses at most one unit of work.",
             min=1,
         ),
-    ] = 1024,
+    ] = CaptureConfig.shard_size,
     progress: Annotated[
         bool, typer.Option("--progress/--no-progress", help="Show a progress bar on stderr.")
     ] = True,
@@ -112,7 +113,7 @@ def capture(
             min=2,
             show_default=False,
         ),
-    ] = None,
+    ] = CaptureConfig.virtual_experts,
     backend: Annotated[
         str,
         typer.Option(
@@ -122,7 +123,7 @@ def capture(
             '(pip install "pathwatch[ray]"). Workers share the run directory and never write the '
             "same unit.",
         ),
-    ] = "local",
+    ] = CaptureConfig.backend,
     ray_address: Annotated[
         str | None,
         typer.Option(
@@ -131,24 +132,22 @@ def capture(
             "or ray://HEAD:10001; default: a local Ray instance.",
             show_default=False,
         ),
-    ] = None,
+    ] = CaptureConfig.ray_address,
 ) -> None:
     """Capture routing weights and losses of every checkpoint into a resumable run directory."""
     from pathwatch.capture.run import capture_run
     from pathwatch.distributed import is_main_process
 
-    store = capture_run(
-        checkpoint,
-        samples,
-        out,
-        steps=_parse_steps(steps),
+    config = CaptureConfig(
         batch_size=batch_size,
         max_length=max_length,
         shard_size=shard_size,
-        progress=progress,
         virtual_experts=virtual_experts,
         backend=backend,
         ray_address=ray_address,
+    )
+    store = capture_run(
+        checkpoint, samples, out, config=config, steps=_parse_steps(steps), progress=progress
     )
     if not is_main_process():  # one summary per launch
         return
@@ -243,11 +242,11 @@ def analyze(
     run: Annotated[Path, typer.Argument(help="Run directory written by `pathwatch capture`.")],
     threshold: Annotated[
         float, typer.Option(help="Cumulative router weight a pathway keeps per layer, in (0, 1].")
-    ] = 0.7,
+    ] = AnalyzeConfig.threshold,
     unit: Annotated[
         str,
         typer.Option(help="Pathway distance symbols: 'char' (the paper's string) or 'expert'."),
-    ] = "char",
+    ] = AnalyzeConfig.unit,
     accuracy: Annotated[
         list[Path] | None,
         typer.Option(
@@ -271,26 +270,30 @@ def analyze(
             "that 20–25% is memorized before the last checkpoint).",
             show_default=False,
         ),
-    ] = None,
-    delta: Annotated[float, typer.Option(help="Memorization stability band δ.")] = 0.05,
+    ] = AnalyzeConfig.epsilon,
+    delta: Annotated[
+        float, typer.Option(help="Memorization stability band δ.")
+    ] = AnalyzeConfig.delta,
     max_pairs: Annotated[
         int,
         typer.Option(
             help="Groups with more sample pairs get a sampled distance with a 95% CI; 0 = exact.",
             min=0,
         ),
-    ] = 200_000,
+    ] = AnalyzeConfig.max_pairs,
     validation_domain: Annotated[
         list[str],
         typer.Option(help="Sample domain that is a validation set (its loss is a baseline)."),
-    ] = ["validation"],  # noqa: B006 - typer reads the default
-    seed: Annotated[int, typer.Option(help="Seed of pair sampling and bootstrap.")] = 0,
+    ] = list(AnalyzeConfig.validation_domains),  # noqa: B006 - typer reads the default
+    seed: Annotated[
+        int, typer.Option(help="Seed of pair sampling and bootstrap.")
+    ] = AnalyzeConfig.seed,
     progress: Annotated[
         bool, typer.Option("--progress/--no-progress", help="Show progress bars on stderr.")
     ] = True,
 ) -> None:
     """Compute pathways, distances, consistency, onsets and (with --accuracy) the Table-1 correlations."""
-    from pathwatch.analysis import AnalyzeConfig, analyze_run
+    from pathwatch.analysis import analyze_run
 
     config = AnalyzeConfig(
         threshold=threshold,

@@ -35,12 +35,20 @@ class IntegrityError(StoreError):
 
 
 def invalid_parameter(func: str, name: str, expected: str, got: object) -> InputError:
-    """The scikit-learn style error for a bad parameter value.
+    """The scikit-learn style error for a bad parameter value (the value's repr on one short line).
 
     >>> str(invalid_parameter("pathways", "threshold", "a float in (0, 1]", 1.5))
     "The 'threshold' parameter of pathways must be a float in (0, 1]. Got 1.5 instead."
     """
-    return InputError(f"The {name!r} parameter of {func} must be {expected}. Got {got!r} instead.")
+    return InputError(
+        f"The {name!r} parameter of {func} must be {expected}. Got {short_repr(got)} instead."
+    )
+
+
+def short_repr(value: object, limit: int = 80) -> str:
+    """``repr(value)`` on one line, cut to ``limit`` characters (arrays and configs can be long)."""
+    text = " ".join(repr(value).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def unknown_name(kind: str, name: str, valid: Iterable[str]) -> InputError:

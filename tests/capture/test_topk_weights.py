@@ -71,11 +71,18 @@ def test_weights_is_checked(tiny_models):
 
 def test_capture_run_records_the_weighting_and_refuses_to_mix_them(captured_testbed, tmp_path):
     from pathwatch.capture.run import capture_run
+    from pathwatch.config import CaptureConfig
     from pathwatch.store import RunStore
 
     checkpoints = list(captured_testbed.testbed.checkpoints[-2:])
     out = tmp_path / "topk"
-    store = capture_run(checkpoints, captured_testbed.samples, out, progress=False, weights="topk")
+    store = capture_run(
+        checkpoints,
+        captured_testbed.samples,
+        out,
+        config=CaptureConfig(weights="topk"),
+        progress=False,
+    )
     assert RunStore(out).manifest.settings.weights == "topk"
     softmax = RunStore(captured_testbed.run)
     assert softmax.manifest.settings.weights == "softmax"
@@ -87,4 +94,4 @@ def test_capture_run_records_the_weighting_and_refuses_to_mix_them(captured_test
     with pytest.raises(InputError, match=r"settings\.weights = 'topk', not 'softmax'"):
         capture_run(checkpoints, captured_testbed.samples, out, progress=False)
     with pytest.raises(InputError, match="weights"):
-        capture_run(checkpoints, captured_testbed.samples, tmp_path / "x", weights="top")
+        CaptureConfig(weights="top")

@@ -21,6 +21,7 @@ from pathwatch.capture.virtual import (
     fit_virtual_experts,
     read_virtual_experts,
 )
+from pathwatch.config import CaptureConfig
 from pathwatch.errors import InputError, UnsupportedModelError
 from pathwatch.store import RunStore
 from tiny_models import VOCAB, build_tiny_dense_model, build_tiny_model, build_tiny_tokenizer
@@ -196,7 +197,9 @@ def test_run_stores_the_clusters_of_the_first_checkpoint_and_reuses_them(
     dense_series, tmp_path
 ) -> None:
     dirs, samples = dense_series
-    store = capture_run(dirs, samples, tmp_path / "run", virtual_experts=K, progress=False)
+    store = capture_run(
+        dirs, samples, tmp_path / "run", config=CaptureConfig(virtual_experts=K), progress=False
+    )
     manifest = store.manifest
     assert manifest.model.family == "virtual" and manifest.model.n_experts == K
     assert manifest.model.moe_layers == (0, 1, 2, 3) and manifest.model.top_k is None
@@ -219,7 +222,9 @@ def test_run_stores_the_clusters_of_the_first_checkpoint_and_reuses_them(
     before = (store.path / FILE).stat().st_mtime_ns
     unit = next(store.path.glob("units/step-00000200/*.safetensors"))
     unit.unlink()
-    again = capture_run(dirs, samples, store.path, virtual_experts=K, progress=False)
+    again = capture_run(
+        dirs, samples, store.path, config=CaptureConfig(virtual_experts=K), progress=False
+    )
     assert (store.path / FILE).stat().st_mtime_ns == before
     np.testing.assert_array_equal(
         again.load_checkpoint(200).mean_weights, store.load_checkpoint(200).mean_weights
@@ -230,11 +235,25 @@ def test_run_stores_the_clusters_of_the_first_checkpoint_and_reuses_them(
 
 def test_run_with_another_k_is_refused(dense_series, tmp_path) -> None:
     dirs, samples = dense_series
-    capture_run(dirs[:1], samples, tmp_path / "run", virtual_experts=K, progress=False)
+    capture_run(
+        dirs[:1], samples, tmp_path / "run", config=CaptureConfig(virtual_experts=K), progress=False
+    )
     with pytest.raises(InputError, match=r"model\.n_experts = 4, not 3"):
-        capture_run(dirs[:1], samples, tmp_path / "run", virtual_experts=3, progress=False)
+        capture_run(
+            dirs[:1],
+            samples,
+            tmp_path / "run",
+            config=CaptureConfig(virtual_experts=3),
+            progress=False,
+        )
     with pytest.raises(InputError, match=r"'virtual_experts' parameter of capture_run"):
-        capture_run(dirs[:1], samples, tmp_path / "other", virtual_experts=65, progress=False)
+        capture_run(
+            dirs[:1],
+            samples,
+            tmp_path / "other",
+            config=CaptureConfig(virtual_experts=65),
+            progress=False,
+        )
 
 
 def test_cli_captures_a_dense_model(dense_series, tmp_path, monkeypatch, capsys) -> None:

@@ -15,6 +15,7 @@ from transformers import OlmoeForCausalLM, Trainer, TrainingArguments
 from pathwatch.analysis import AnalyzeConfig, analyze_run
 from pathwatch.capture import capture
 from pathwatch.capture.run import capture_run
+from pathwatch.config import CaptureConfig
 from pathwatch.errors import InputError
 from pathwatch.monitor import JSONLSink, PathwayCallback, PathwayMonitor, TensorBoardSink
 from pathwatch.monitor.hf_trainer import STATE_FILE
@@ -95,7 +96,9 @@ def test_trainer_callback_logs_the_metrics_of_each_saved_checkpoint(tmp_path):
     samples = tmp_path / "probe.jsonl"
     samples.write_text("".join(json.dumps(sample) + "\n" for sample in probe))
     checkpoints = [tmp_path / "out" / f"checkpoint-{step}" for step in steps]
-    run = capture_run(checkpoints, samples, tmp_path / "run", batch_size=8, progress=False)
+    run = capture_run(
+        checkpoints, samples, tmp_path / "run", config=CaptureConfig(batch_size=8), progress=False
+    )
     offline = np.stack([run.load_checkpoint(step).loss for step in steps], axis=1)
     np.testing.assert_allclose(monitor.losses, offline, rtol=1e-6)
 

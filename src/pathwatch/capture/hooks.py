@@ -15,8 +15,8 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from pathwatch.capture.families import SCORINGS, Routers, is_probability
+from pathwatch.config import WEIGHTS
 from pathwatch.errors import UnsupportedModelError, unknown_name
-from pathwatch.store.manifest import WEIGHTS
 
 
 class MaskedMeanRecorder:

@@ -17,17 +17,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pathwatch import __version__
+from pathwatch._validate import check_bool, check_instance, check_path
+from pathwatch.config import CaptureConfig
 from pathwatch.distributed import Unit, launched_processes, run_ray, run_units
 from pathwatch.errors import (
     InputError,
     StoreError,
     UnsupportedModelError,
     invalid_parameter,
-    unknown_name,
 )
 from pathwatch.store import CheckpointData, RunStore
 from pathwatch.store.manifest import (
-    WEIGHTS,
     CheckpointInfo,
     Manifest,
     ModelInfo,
@@ -44,8 +44,6 @@ __all__ = ["capture_run"]
 _TRAILING_NUMBER = re.compile(r"(\d+)$")
 # capture()'s own truncation warning, replaced by one warning per capture_run
 _CAPTURE_TRUNCATION_WARNING = r"capture: \d+ of \d+ samples were cut to max_length"
-# how capture_run spreads its units (pathwatch.distributed)
-BACKENDS = ("local", "ray")
 # files of which a saved tokenizer has at least one
 _TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", "tokenizer.model", "vocab.json")
 
@@ -58,13 +56,6 @@ class _Checkpoint:
     path: Path
     model: ModelInfo
     architecture: dict[str, Any]
-
-
-def _positive_int(func: str, name: str, value: object) -> int:
-    """``value`` if it is an int ≥ 1, else the scikit-learn style InputError."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise invalid_parameter(func, name, "an int >= 1", value)
-    return value
 
 
 def _checkpoint_dirs(checkpoints: Sequence[str | os.PathLike]) -> list[Path]:
@@ -268,22 +259,16 @@ def capture_run(
     samples_path: str | os.PathLike,
     out: str | os.PathLike,
     *,
+    config: CaptureConfig | None = None,
     steps: Sequence[int] | None = None,
-    batch_size: int = 16,
-    max_length: int = 512,
-    shard_size: int = 1024,
     progress: bool = True,
-    virtual_experts: int | None = None,
-    backend: str = "local",
-    ray_address: str | None = None,
-    weights: str = "softmax",
 ) -> RunStore:
     """Capture per-sample routing and loss of every checkpoint into a resumable run directory.
 
     All inputs are checked before anything is written. The work is split into units of
-    (checkpoint, shard of ``shard_size`` samples); each unit is written atomically with a checksum,
-    and units that exist and verify are skipped, so a killed capture resumes where it stopped and
-    ends bit-identical to an uninterrupted one.
+    (checkpoint, shard of ``config.shard_size`` samples); each unit is written atomically with a
+    checksum, and units that exist and verify are skipped, so a killed capture resumes where it
+    stopped and ends bit-identical to an uninterrupted one.
 
     Parameters
     ----------
@@ -291,23 +276,16 @@ def capture_run(
         one MoE architecture and tokenizer.
     samples_path : JSONL or Parquet file with ``text`` (or ``input_ids``), optional ``id``, ``domain``.
     out : run directory, new or empty, or a run of this same capture to resume.
+    config : CaptureConfig, optional
+        Batch size, max length, shard size, router weighting, virtual experts and the backend that
+        spreads the units (:class:`pathwatch.config.CaptureConfig`; its defaults when None). With
+        ``virtual_experts`` K, *dense* checkpoints are captured through K virtual experts per MLP
+        layer (:mod:`pathwatch.capture.virtual`): the clusters are fitted on the first checkpoint,
+        stored as ``RUN/virtual_experts.safetensors`` and reused for every checkpoint (and on
+        resume). Workers, local or Ray, claim units one by one, so overlapping launches never
+        write the same unit and the result is identical to a single-process capture.
     steps : training step of each checkpoint; default: the trailing number of each directory name.
-    batch_size, max_length, weights : passed to :func:`pathwatch.capture` (``weights``: "softmax"
-        or "topk"; recorded in the manifest's settings).
-    shard_size : samples per unit.
     progress : show a progress bar over units on stderr.
-    virtual_experts : capture *dense* checkpoints through K virtual experts per MLP layer (an
-        extension beyond the paper, :mod:`pathwatch.capture.virtual`): the neuron clusters are
-        fitted on the first checkpoint, stored as ``RUN/virtual_experts.safetensors`` and reused
-        for every checkpoint (and on resume).
-    backend : {"local", "ray"}, default "local"
-        "local": this process, or, under ``accelerate launch``, every launched process, each on
-        its share of the units (:func:`pathwatch.distributed.run_units`). "ray": one Ray task per
-        batch of a checkpoint's units (:func:`pathwatch.distributed.run_ray`; extra ``ray``).
-        Workers claim units one by one, so overlapping launches never write the same unit, and
-        the result is identical to a single-process capture.
-    ray_address : Ray cluster address for ``backend="ray"`` (e.g. ``"ray://head:10001"`` or
-        ``"auto"``); default: start a local Ray instance.
 
     Returns
     -------
@@ -331,31 +309,61 @@ def capture_run(
     >>> store.load_checkpoint(200).mean_weights.shape  # doctest: +SKIP
     (1000, 16, 64)
     """
+    config = check_instance("capture_run", "config", config, CaptureConfig, allow_none=True)
+    config = config or CaptureConfig()
+    samples_file = check_path("capture_run", "samples_path", samples_path)
+    out = check_path("capture_run", "out", out)
+    check_bool("capture_run", "progress", progress)
+    plan = _plan(checkpoints, steps, samples_file, config)
+    store = RunStore.resume(out, plan.manifest)
+    processes = launched_processes()
+    if config.backend == "ray" and processes.size > 1:
+        raise InputError(
+            "--backend ray spreads the units itself; run it without `accelerate launch`."
+        )
+    # every input is valid: writing starts here
+    alone = config.backend == "local" and processes.size == 1
+    with RunStore.lock(out, shared=not alone):
+        if processes.is_main:  # the run's shared files; units are claimed one by one
+            _write_shared_files(store or RunStore.create(out, plan.manifest), plan, clean=alone)
+        processes.wait()
+        store = RunStore(out)
+        experts = _virtual_experts(store, plan.ckpts[0]) if config.virtual_experts else None
+        worker = _UnitCapturer(plan.ckpts, plan.samples, plan.tokenizer, experts)
+        show = progress and processes.is_main
+        if config.backend == "ray":
+            run_ray(store, worker, address=config.ray_address, progress=show)
+        else:
+            run_units(store, worker, rank=processes.rank, size=processes.size, progress=show)
+    return store
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A validated capture: its checkpoints, samples, tokenizer and the manifest it writes."""
+
+    ckpts: tuple[_Checkpoint, ...]
+    samples: list[Sample]
+    tokenizer: Any
+    manifest: Manifest
+    virtual_experts: int | None
+
+
+def _plan(
+    checkpoints: Sequence[str | os.PathLike],
+    steps: Sequence[int] | None,
+    samples_file: Path,
+    config: CaptureConfig,
+) -> _Plan:
+    """Check every input (samples first, then each checkpoint's config and tokenizer); writes nothing."""
     from pathwatch.capture.samples import encode_samples, read_samples
 
-    for name, value in (
-        ("batch_size", batch_size),
-        ("max_length", max_length),
-        ("shard_size", shard_size),
-    ):
-        _positive_int("capture_run", name, value)
-    if virtual_experts is not None:
-        _positive_int("capture_run", "virtual_experts", virtual_experts)
-    if weights not in WEIGHTS:
-        raise unknown_name("weights", weights, WEIGHTS)
-    if weights != "softmax" and virtual_experts is not None:
-        raise invalid_parameter(
-            "capture_run", "weights", "'softmax' with virtual_experts (they have no top-k)", weights
-        )
-    if backend not in BACKENDS:
-        raise unknown_name("backend", backend, BACKENDS)
     dirs = _checkpoint_dirs(checkpoints)
     step_of = dict(zip(dirs, _steps(dirs, steps), strict=True))
-    samples_file = Path(samples_path).expanduser()
     samples = read_samples(samples_file)
     ckpts = []
     for path in sorted(dirs, key=step_of.__getitem__):
-        info, architecture = _inspect_checkpoint(path, virtual_experts)
+        info, architecture = _inspect_checkpoint(path, config.virtual_experts)
         ckpts.append(_Checkpoint(step_of[path], path, info, architecture))
     _check_same_architecture(ckpts)
     tokenizer = _tokenizer(ckpts) if any(s.text is not None for s in samples) else None
@@ -363,7 +371,7 @@ def capture_run(
         encoded = encode_samples(
             samples,
             tokenizer,
-            max_length=max_length,
+            max_length=config.max_length,
             vocab_size=ckpts[0].architecture["vocabulary size"],
         )
     except InputError as exc:
@@ -371,51 +379,34 @@ def capture_run(
     if encoded.truncated.any():  # one warning here instead of one per unit from capture()
         warnings.warn(
             f"capture_run: {int(encoded.truncated.sum())} of {len(samples)} samples of "
-            f"{samples_file} are longer than max_length={max_length} tokens and are cut "
+            f"{samples_file} are longer than max_length={config.max_length} tokens and are cut "
             "(stored per sample as 'truncated').",
-            stacklevel=2,
+            stacklevel=3,
         )
-
     manifest = Manifest(
         model=ckpts[0].model,
         checkpoints=tuple(CheckpointInfo(c.step, str(c.path), c.path.name) for c in ckpts),
         samples=SamplesInfo(
-            str(samples_file.resolve()), _sha256(samples_file), len(samples), shard_size
+            str(samples_file.resolve()), _sha256(samples_file), len(samples), config.shard_size
         ),
-        settings=Settings(batch_size=batch_size, max_length=max_length, weights=weights),
+        settings=config.settings(),
         pathwatch_version=__version__,
     )
-    out = Path(out).expanduser()
-    store = RunStore.resume(out, manifest)
-    processes = launched_processes()
-    if backend == "ray" and processes.size > 1:
-        raise InputError(
-            "--backend ray spreads the units itself; run it without `accelerate launch`."
-        )
-    # every input is valid: writing starts here
-    alone = backend == "local" and processes.size == 1
-    with RunStore.lock(out, shared=not alone):
-        if processes.is_main:  # the run's shared files; units are claimed one by one
-            if store is None:
-                store = RunStore.create(out, manifest)
-            try:
-                store.samples()
-            except StoreError:  # absent or damaged: a previous capture stopped before writing it
-                store.write_samples(_sample_table(samples))
-            if alone:  # under a shared lock, other workers' temporaries may be in flight
-                store.remove_temporaries()
-            if virtual_experts is not None:
-                _virtual_experts(store, ckpts[0])
-        processes.wait()
-        store = RunStore(out)
-        experts = _virtual_experts(store, ckpts[0]) if virtual_experts is not None else None
-        worker = _UnitCapturer(tuple(ckpts), samples, tokenizer, experts)
-        show = progress and processes.is_main
-        if backend == "ray":
-            run_ray(store, worker, address=ray_address, progress=show)
-        else:
-            run_units(store, worker, rank=processes.rank, size=processes.size, progress=show)
-    return store
+    return _Plan(tuple(ckpts), samples, tokenizer, manifest, config.virtual_experts)
+
+
+def _write_shared_files(store: RunStore, plan: _Plan, *, clean: bool) -> None:
+    """The files every unit relies on: sample table and virtual experts; ``clean``: drop the
+    temporaries of a killed single-process capture (under a shared lock, other workers' are in
+    flight)."""
+    try:
+        store.samples()
+    except StoreError:  # absent or damaged: a previous capture stopped before writing it
+        store.write_samples(_sample_table(plan.samples))
+    if clean:
+        store.remove_temporaries()
+    if plan.virtual_experts is not None:
+        _virtual_experts(store, plan.ckpts[0])
 
 
 def _virtual_experts(store: RunStore, first: _Checkpoint) -> VirtualExperts:

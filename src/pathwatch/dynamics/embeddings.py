@@ -22,11 +22,11 @@ from numpy.lib.stride_tricks import sliding_window_view
 from numpy.typing import NDArray
 from scipy import sparse
 
+from pathwatch.config import EMBEDDERS
 from pathwatch.errors import InputError, invalid_parameter, unknown_name
 
 MINILM = "all-MiniLM-L6-v2"
 NGRAM = "char-ngram-tfidf"
-_METHODS = ("auto", "minilm", "ngram")
 _NGRAM_SIZES = (3, 4, 5)
 _HASH_BASE = np.uint64(1_000_003)
 
@@ -144,8 +144,8 @@ def embed_texts(
     >>> emb.vectors.shape, emb.method
     ((3, 256), 'char-ngram-tfidf')
     """
-    if method not in _METHODS:
-        raise unknown_name("embedding method", method, _METHODS)
+    if method not in EMBEDDERS:
+        raise unknown_name("embedding method", method, EMBEDDERS)
     if isinstance(texts, str):
         raise invalid_parameter("embed_texts", "texts", "a sequence of strings", texts[:40])
     texts = list(texts)

@@ -18,10 +18,9 @@ from rapidfuzz import process
 from rapidfuzz.distance import Levenshtein
 from scipy import stats
 
+from pathwatch.config import UNITS
 from pathwatch.errors import invalid_parameter, unknown_name
 from pathwatch.metrics.pathways import Pathways, PathwaysLike, pathway_string
-
-UNITS = ("char", "expert")
 
 # Memory for one block of the distance matrix; a block holds rows [start, stop) x columns [start, N).
 _BLOCK_BYTES = 16 * 2**20

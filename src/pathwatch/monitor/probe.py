@@ -30,6 +30,7 @@ from numpy.typing import NDArray
 
 from pathwatch.capture import Capture, capture
 from pathwatch.capture.samples import DEFAULT_DOMAIN, check_samples, read_samples
+from pathwatch.config import UNITS
 from pathwatch.dynamics.onsets import NEVER, memorization_table
 from pathwatch.errors import InputError, invalid_parameter, unknown_name
 from pathwatch.metrics import Pathways, consistency_metrics, mean_pairwise_distance, pathways
@@ -37,8 +38,6 @@ from pathwatch.monitor.sinks import Sink
 
 ALL = "all"
 """Scope name of the pooled metrics (every probe sample)."""
-
-_UNITS = ("char", "expert")
 
 
 class MonitorWarning(UserWarning):
@@ -129,8 +128,8 @@ class PathwayMonitor:
             )
         if not (_is_real(threshold) and 0 < threshold <= 1):
             raise invalid_parameter(func, "threshold", "a float in (0, 1]", threshold)
-        if unit not in _UNITS:
-            raise unknown_name("distance unit", str(unit), _UNITS)
+        if unit not in UNITS:
+            raise unknown_name("distance unit", str(unit), UNITS)
         if not (_is_real(delta) and math.isfinite(delta) and delta >= 0):
             raise invalid_parameter(func, "delta", "a non-negative float", delta)
         if max_pairs is not None and not (_is_int(max_pairs) and max_pairs > 0):

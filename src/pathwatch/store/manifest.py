@@ -55,10 +55,6 @@ class SamplesInfo:
         return start, min(start + self.shard_size, self.count)
 
 
-#: Router weightings a capture can average per sample (``Settings.weights``).
-WEIGHTS = ("softmax", "topk")
-
-
 @dataclass(frozen=True)
 class Settings:
     """Capture settings that change the stored numbers.

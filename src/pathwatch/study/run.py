@@ -49,6 +49,7 @@ def _unit_series(out: Path, arm: Arm, seed: int, analyses: Mapping[str, dict[str
 
     from pathwatch.analysis import AnalyzeConfig, analyze_run
     from pathwatch.capture.run import capture_run
+    from pathwatch.config import CaptureConfig
     from pathwatch.testbed import train_testbed
 
     torch.set_num_threads(1)
@@ -78,7 +79,11 @@ def _unit_series(out: Path, arm: Arm, seed: int, analyses: Mapping[str, dict[str
         if weights not in runs:
             runs[weights] = out / "runs" / (key if weights == "softmax" else f"{key}-{weights}")
             capture_run(
-                list(testbed.checkpoints), samples, runs[weights], progress=False, weights=weights
+                list(testbed.checkpoints),
+                samples,
+                runs[weights],
+                config=CaptureConfig(weights=weights),
+                progress=False,
             )
         analysis = analyze_run(
             runs[weights],

@@ -1,0 +1,193 @@
+"""The settings of the capture and analysis stages, and the names their options accept.
+
+:class:`CaptureConfig` configures :func:`pathwatch.capture_run`, :class:`AnalyzeConfig`
+:func:`pathwatch.analyze_run`. Both are frozen and check every field on construction, so a bad
+value is one line before any model, file or unit is touched. This module imports nothing heavy (no
+torch, no polars): the CLI reads its defaults from these classes, and ``pathwatch --help`` stays
+fast. The stages validate against the same name tuples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from pathwatch._validate import (
+    check_choice,
+    check_float,
+    check_int,
+    check_text,
+    is_int,
+)
+from pathwatch.errors import invalid_parameter
+
+if TYPE_CHECKING:
+    from pathwatch.store.manifest import Settings
+
+#: Router weightings a capture averages per sample: every expert's probability (SPEC), or per
+#: token only the top-k experts' probabilities renormalized to 1 (``Settings.weights`` of a run).
+WEIGHTS = ("softmax", "topk")
+#: How capture_run spreads its units (:mod:`pathwatch.distributed`).
+BACKENDS = ("local", "ray")
+#: Symbols of the pathway edit distance: the paper's string, or one per expert id.
+UNITS = ("char", "expert")
+#: Text embedders for pairing train and test groups (:func:`pathwatch.embed_texts`).
+EMBEDDERS = ("auto", "minilm", "ngram")
+
+
+@dataclass(frozen=True)
+class CaptureConfig:
+    """Settings of :func:`pathwatch.capture_run`.
+
+    Attributes
+    ----------
+    batch_size : int, default 16
+        Samples per forward pass.
+    max_length : int, default 512
+        Tokens kept per sample (at least 2: one scored next-token target); longer ones are cut.
+    shard_size : int, default 1024
+        Samples per stored unit; a killed capture loses at most one unit of work.
+    weights : {"softmax", "topk"}, default "softmax"
+        Router weighting averaged per sample (recorded in the manifest's settings).
+    virtual_experts : int or None, default None
+        Capture *dense* checkpoints through K ≥ 2 virtual experts per MLP layer (an extension
+        beyond the paper, :mod:`pathwatch.capture.virtual`); needs ``weights="softmax"``.
+    backend : {"local", "ray"}, default "local"
+        "local": this process, or every process of an ``accelerate launch``; "ray": one Ray task
+        per batch of a checkpoint's units (extra ``ray``).
+    ray_address : str or None, default None
+        Ray cluster for ``backend="ray"`` (e.g. ``"auto"``, ``"ray://head:10001"``); None starts a
+        local Ray instance.
+
+    Examples
+    --------
+    >>> CaptureConfig(batch_size=32, weights="topk").settings()
+    Settings(batch_size=32, max_length=512, weights='topk')
+    >>> CaptureConfig(shard_size=0)
+    Traceback (most recent call last):
+    ...
+    pathwatch.errors.InputError: The 'shard_size' parameter of capture_run must be an int >= 1. Got 0 instead.
+    """
+
+    batch_size: int = 16
+    max_length: int = 512
+    shard_size: int = 1024
+    weights: str = "softmax"
+    virtual_experts: int | None = None
+    backend: str = "local"
+    ray_address: str | None = None
+
+    def __post_init__(self) -> None:
+        func = "capture_run"  # errors name the call these settings configure
+        for name in ("batch_size", "shard_size"):
+            _set(self, name, check_int(func, name, getattr(self, name), low=1))
+        _set(self, "max_length", check_int(func, "max_length", self.max_length, low=2))
+        check_choice(func, "weights", self.weights, WEIGHTS)
+        _set(
+            self,
+            "virtual_experts",
+            check_int(func, "virtual_experts", self.virtual_experts, low=2, allow_none=True),
+        )
+        if self.virtual_experts is not None and self.weights != "softmax":
+            raise invalid_parameter(
+                func, "weights", "'softmax' with virtual_experts (they have no top-k)", self.weights
+            )
+        check_choice(func, "backend", self.backend, BACKENDS)
+        check_text(func, "ray_address", self.ray_address, allow_none=True)
+        if self.ray_address is not None and self.backend != "ray":
+            raise invalid_parameter(
+                func, "ray_address", "None unless backend is 'ray'", self.ray_address
+            )
+
+    def settings(self) -> Settings:
+        """The settings that change the stored numbers, as the run's manifest records them."""
+        from pathwatch.store.manifest import Settings
+
+        return Settings(
+            batch_size=self.batch_size, max_length=self.max_length, weights=self.weights
+        )
+
+
+@dataclass(frozen=True)
+class AnalyzeConfig:
+    """Settings of :func:`pathwatch.analyze_run` (defaults from SPEC §1).
+
+    Attributes
+    ----------
+    threshold : float, default 0.7
+        Cumulative router weight a pathway keeps per layer, in (0, 1].
+    unit : {"char", "expert"}, default "char"
+        Symbols of the pathway edit distance (``"char"``: the paper's string).
+    epsilon : float or None, default None
+        Memorization loss threshold (≥ 0) for every domain; None chooses it per domain so that
+        20–25% of the domain is memorized before the last checkpoint.
+    delta : float, default 0.05
+        Memorization stability band, ≥ 0.
+    max_pairs : int or None, default 200_000
+        A group with more pairs than this gets a sampled estimate with a 95% CI; None is always exact.
+    validation_domains : tuple of str, default ("validation",)
+        Sample domains that form a validation set: only their mean loss is used, as a baseline.
+    start : "auto" or int, default "auto"
+        First checkpoint step of the correlation window; "auto" detects accuracy's sustained rise
+        per domain.
+    embedder : {"auto", "minilm", "ngram"}, default "auto"
+        Text embeddings for pairing train and test groups.
+    n_boot : int, default 2000
+        Bootstrap replicates of the correlation CIs, ≥ 1.
+    seed : int, default 0
+        Seed of pair sampling and bootstrap, ≥ 0.
+
+    Examples
+    --------
+    >>> AnalyzeConfig(threshold=0.5).unit
+    'char'
+    >>> AnalyzeConfig(delta=-3)
+    Traceback (most recent call last):
+    ...
+    pathwatch.errors.InputError: The 'delta' parameter of analyze_run must be a float >= 0. Got -3 instead.
+    """
+
+    threshold: float = 0.7
+    unit: str = "char"
+    epsilon: float | None = None
+    delta: float = 0.05
+    max_pairs: int | None = 200_000
+    validation_domains: tuple[str, ...] = ("validation",)
+    start: str | int = "auto"
+    embedder: str = "auto"
+    n_boot: int = 2000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        func = "analyze_run"  # errors name the call these settings configure
+        _set(
+            self,
+            "threshold",
+            check_float(func, "threshold", self.threshold, low=0, high=1, low_open=True),
+        )
+        check_choice(func, "unit", self.unit, UNITS)
+        _set(self, "epsilon", check_float(func, "epsilon", self.epsilon, low=0, allow_none=True))
+        _set(self, "delta", check_float(func, "delta", self.delta, low=0))
+        _set(
+            self, "max_pairs", check_int(func, "max_pairs", self.max_pairs, low=1, allow_none=True)
+        )
+        domains = self.validation_domains
+        if isinstance(domains, str) or not all(isinstance(d, str) and d for d in domains):
+            raise invalid_parameter(
+                func, "validation_domains", "a tuple of non-empty domain names", domains
+            )
+        _set(self, "validation_domains", tuple(domains))
+        if self.start != "auto":
+            if not is_int(self.start) or self.start < 0:
+                raise invalid_parameter(
+                    func, "start", "'auto' or an int >= 0 (a checkpoint step)", self.start
+                )
+            _set(self, "start", int(self.start))
+        check_choice(func, "embedder", self.embedder, EMBEDDERS)
+        _set(self, "n_boot", check_int(func, "n_boot", self.n_boot, low=1))
+        _set(self, "seed", check_int(func, "seed", self.seed, low=0))
+
+
+def _set(config: object, name: str, value: object) -> None:
+    """Store a checked (normalized) value on a frozen dataclass in its ``__post_init__``."""
+    object.__setattr__(config, name, value)
