@@ -7,9 +7,7 @@ capture → store → metrics → dynamics → evaluation → report (and monito
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
-
+from pathwatch._lazy import lazy_exports
 from pathwatch.errors import (
     InputError,
     IntegrityError,
@@ -70,14 +68,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'pathwatch' has no attribute {name!r}")
-    value = getattr(import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, also=__all__)

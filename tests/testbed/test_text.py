@@ -45,7 +45,7 @@ def test_passages_are_prose_paragraphs_each_in_one_domain() -> None:
     [
         ({"num_layers": 0}, r"'num_layers' parameter of TextConfig must be an int >= 1"),
         ({"num_experts": 1}, r"'num_experts' parameter"),
-        ({"top_k": 5}, r"'top_k' parameter .* \[1, num_experts=4\]"),
+        ({"top_k": 5}, r"'top_k' parameter of TextConfig must be an int in \[1, 4\]"),
         ({"seq_len": 1}, r"'seq_len' parameter"),
         ({"lr": 0.0}, r"'lr' parameter"),
         ({"max_steps": True}, r"'max_steps' parameter"),

@@ -19,6 +19,22 @@ from pathwatch.errors import InputError, invalid_parameter
 NEEDS = ("training data", "held-out data")
 """What a metric needs: only the training data (test-free), or held-out data."""
 
+#: The signals the validation study correlates with accuracy, in its order: what each needs (the
+#: training data only, or held-out data of another or of the same distribution) and what kind of
+#: signal it is (a routing metric, or a loss baseline).
+SIGNALS: dict[str, tuple[str, str]] = {
+    "distance": ("training data", "routing"),
+    "distance_memorized": ("training data", "routing"),
+    "distance_tracked": ("training data", "routing"),
+    "consistency": ("training data", "routing"),
+    "smoothness": ("training data", "routing"),
+    "adjacent_cosine": ("training data", "routing"),
+    "train_loss": ("training data", "baseline"),
+    "train_loss_ma": ("training data", "baseline"),
+    "validation_loss": ("held-out data, other distribution", "baseline"),
+    "heldout_loss": ("held-out data, same distribution", "baseline"),
+}
+
 CORRELATION_SCHEMA = {
     "domain": pl.String,
     "metric": pl.String,

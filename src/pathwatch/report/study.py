@@ -1,19 +1,99 @@
-"""The validation study's report: ``report.md`` and its figures, from the study's tables."""
+"""The validation study's report: ``report.md`` and its two figures, from the study's tables.
+
+:func:`write_study_report` writes both; what it states about how the study ran (its arms, the
+accuracy level, the detector's parameters) comes in a :class:`StudyDesign`, which
+:meth:`pathwatch.study.StudyConfig.design` builds, so this module needs nothing of the study but
+its tables.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
 
-from pathwatch.study.config import DEFAULT_ANALYSIS, METRICS, StudyConfig
+from pathwatch.evaluation.correlate import SIGNALS as METRICS
+from pathwatch.store import write_atomic
+
+#: the report's file, and its figures under ``figures/``
+REPORT = "report.md"
+FIGURES = "figures"
 
 
-def headline(tables: Mapping[str, pl.DataFrame], arm: str) -> str:
+@dataclass(frozen=True)
+class ArmDesign:
+    """One arm as the report shows it: its name, its seeds, its changes to the reference arm."""
+
+    name: str
+    seeds: tuple[int, ...]
+    changes: str
+
+
+@dataclass(frozen=True)
+class StudyDesign:
+    """How the study ran, as its report states it.
+
+    Attributes
+    ----------
+    arms : tuple of ArmDesign
+        The first is the reference arm.
+    analysis : str
+        The reference analysis (rows of ``analysis == analysis`` back every statistic but the
+        variants' comparison).
+    level : float
+        Accuracy level of the crossings and of the detector's lead.
+    max_lag : int
+    detector_run, detector_min_drop, detector_window
+        The detector's parameters.
+    """
+
+    arms: tuple[ArmDesign, ...]
+    analysis: str
+    level: float
+    max_lag: int
+    detector_run: int
+    detector_min_drop: float
+    detector_window: int
+
+    @property
+    def reference(self) -> str:
+        """The reference arm's name."""
+        return self.arms[0].name
+
+    def headline(self, tables: Mapping[str, pl.DataFrame]) -> str:
+        """:func:`headline` of the reference arm."""
+        return headline(tables, self.reference, analysis=self.analysis)
+
+
+def write_study_report(
+    out: Path, tables: Mapping[str, pl.DataFrame], design: StudyDesign
+) -> tuple[Path, list[Path]]:
+    """Draw ``out/figures/validation-*.png`` and write ``out/report.md`` (atomically).
+
+    Parameters
+    ----------
+    out : Path
+        The study directory.
+    tables : mapping of str to polars.DataFrame
+        The study's tables, ``units`` included.
+    design : StudyDesign
+
+    Returns
+    -------
+    tuple of Path and list of Path
+        The report and the figures.
+    """
+    figures = study_figures(tables, out / FIGURES, design)
+    report = out / REPORT
+    write_atomic(report, study_markdown(tables, design, tables["units"], figures).encode())
+    return report, figures
+
+
+def headline(tables: Mapping[str, pl.DataFrame], arm: str, *, analysis: str) -> str:
     """The pooled correlation of every metric on ``arm`` over the runs whose accuracy crossed.
 
     Parameters
@@ -21,6 +101,8 @@ def headline(tables: Mapping[str, pl.DataFrame], arm: str) -> str:
     tables : mapping of str to polars.DataFrame
         :attr:`StudyResult.tables`.
     arm : str
+    analysis : str
+        The analysis whose rows are pooled.
 
     Returns
     -------
@@ -28,9 +110,7 @@ def headline(tables: Mapping[str, pl.DataFrame], arm: str) -> str:
         A Markdown table (metric, kind, needs, pooled r [95% CI], runs).
     """
     rows = tables["pooled"].filter(
-        (pl.col("arm") == arm)
-        & (pl.col("analysis") == DEFAULT_ANALYSIS)
-        & (pl.col("domain") == "grokked")
+        (pl.col("arm") == arm) & (pl.col("analysis") == analysis) & (pl.col("domain") == "grokked")
     )
     if rows.is_empty():
         return f"No run of {arm!r} reached the accuracy level: no pooled correlations."
@@ -74,19 +154,25 @@ def _ci(mean: float, low: float, high: float) -> str:
     return f"{_fmt(mean)} [{_fmt(low)}, {_fmt(high)}]"
 
 
-def _figures(tables: dict[str, pl.DataFrame], out: Path, ref_arm: str) -> list[Path]:
+def study_figures(
+    tables: Mapping[str, pl.DataFrame], figures: Path, design: StudyDesign
+) -> list[Path]:
+    """``validation-correlations.png`` (per-run and pooled r of every metric on the reference arm)
+    and, with lead/lag rows, ``validation-leadlag.png``, under ``figures``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    ref_arm = design.reference
+    figures.mkdir(parents=True, exist_ok=True)
     paths = []
     corr = tables["correlations"].filter(
-        (pl.col("arm") == ref_arm) & (pl.col("analysis") == DEFAULT_ANALYSIS) & pl.col("grokked")
+        (pl.col("arm") == ref_arm) & (pl.col("analysis") == design.analysis) & pl.col("grokked")
     )
     pooled = tables["pooled"].filter(
         (pl.col("arm") == ref_arm)
-        & (pl.col("analysis") == DEFAULT_ANALYSIS)
+        & (pl.col("analysis") == design.analysis)
         & (pl.col("domain") == "grokked")
     )
     metrics = [m for m in METRICS if m in corr["metric"].to_list()]
@@ -112,7 +198,7 @@ def _figures(tables: dict[str, pl.DataFrame], out: Path, ref_arm: str) -> list[P
     )
     ax.invert_yaxis()
     fig.tight_layout()
-    paths.append(out / "figures" / "validation-correlations.png")
+    paths.append(figures / "validation-correlations.png")
     fig.savefig(paths[-1], dpi=120)
     plt.close(fig)
 
@@ -139,18 +225,36 @@ def _figures(tables: dict[str, pl.DataFrame], out: Path, ref_arm: str) -> list[P
         ax.set_ylabel("mean Pearson r over seeds × domains")
         ax.legend(fontsize=8)
         fig.tight_layout()
-        paths.append(out / "figures" / "validation-leadlag.png")
+        paths.append(figures / "validation-leadlag.png")
         fig.savefig(paths[-1], dpi=120)
         plt.close(fig)
     return paths
 
 
-def _report(
-    tables: dict[str, pl.DataFrame], config: StudyConfig, units: pl.DataFrame, figures: list[Path]
+def study_markdown(
+    tables: Mapping[str, pl.DataFrame],
+    design: StudyDesign,
+    units: pl.DataFrame,
+    figures: Sequence[Path],
 ) -> str:
-    ref = config.arms[0].name
-    pooled = tables["pooled"]
-    corr = tables["correlations"]
+    """The study's ``report.md``: every number read from ``tables`` (and ``units``, the per-run
+    timings); ``figures`` are linked at the end."""
+    sections = (
+        _runs_section(tables, design, units),
+        _correlation_section(tables, design),
+        _variants_section(tables, design),
+        _leadlag_section(tables, design),
+        _detector_section(tables, design),
+        _grokking_section(tables),
+        _overlap_section(tables, figures),
+    )
+    return "\n".join(line for section in sections for line in section)
+
+
+def _runs_section(
+    tables: Mapping[str, pl.DataFrame], design: StudyDesign, units: pl.DataFrame
+) -> list[str]:
+    """The arms, their training time, and where each run's accuracy crossed the level."""
     lines = [
         "# pathwatch validation study",
         "",
@@ -164,12 +268,7 @@ def _report(
                 [
                     a.name,
                     ", ".join(map(str, a.seeds)),
-                    ", ".join(
-                        f"{k}={v}"
-                        for k, v in dataclasses.asdict(a.config).items()
-                        if v != dataclasses.asdict(config.arms[0].config)[k]
-                    )
-                    or "(reference)",
+                    a.changes,
                     float(
                         units.filter(pl.col("key").str.starts_with(f"{a.name}-s"))[
                             "train_cpu_seconds"
@@ -177,11 +276,11 @@ def _report(
                         or np.nan
                     ),
                 ]
-                for a in config.arms
+                for a in design.arms
             ],
         ),
         "",
-        f"Accuracy crossings (step where held-out accuracy first reaches {config.level}; – never):",
+        f"Accuracy crossings (step where held-out accuracy first reaches {design.level}; – never):",
         "",
     ]
     crossed = tables["crossings"].filter(pl.col("domain") != "all")
@@ -198,6 +297,17 @@ def _report(
                 for (arm, seed), part in crossed.group_by(["arm", "seed"], maintain_order=True)
             ],
         ),
+    ]
+    return lines
+
+
+def _correlation_section(tables: Mapping[str, pl.DataFrame], design: StudyDesign) -> list[str]:
+    """Pooled correlations of the reference arm: over all runs that crossed, split by the
+    grokking verdict, per domain and per seed."""
+    ref = design.reference
+    pooled = tables["pooled"]
+    corr = tables["correlations"]
+    lines = [
         "",
         f"## Correlation with held-out accuracy, reference arm `{ref}`",
         "",
@@ -206,13 +316,13 @@ def _report(
         "interval over those runs; `neg` counts runs with r < 0.",
         "",
     ]
-    lines.append(headline(tables, ref))
+    lines.append(headline(tables, ref, analysis=design.analysis))
     per_domain = pooled.filter(
         (pl.col("arm") == ref)
-        & (pl.col("analysis") == DEFAULT_ANALYSIS)
+        & (pl.col("analysis") == design.analysis)
         & ~pl.col("domain").is_in(["grokked", "clean", "overlap"])
     )
-    split = pooled.filter((pl.col("arm") == ref) & (pl.col("analysis") == DEFAULT_ANALYSIS))
+    split = pooled.filter((pl.col("arm") == ref) & (pl.col("analysis") == design.analysis))
     lines += [
         "",
         "Split by the testbed's own grokking verdict (section *Did each run grok?*): `clean` = "
@@ -253,7 +363,7 @@ def _report(
     lines += ["", "Per seed (Pearson r [bootstrap 95% CI over checkpoints], n checkpoints):", ""]
     seed_rows = corr.filter(
         (pl.col("arm") == ref)
-        & (pl.col("analysis") == DEFAULT_ANALYSIS)
+        & (pl.col("analysis") == design.analysis)
         & (pl.col("domain") != "all")
     ).sort("seed", "domain")
     shown = [
@@ -291,18 +401,24 @@ def _report(
             ],
         )
     )
+    return lines
+
+
+def _variants_section(tables: Mapping[str, pl.DataFrame], design: StudyDesign) -> list[str]:
+    """Pooled r per arm and per analysis setting of the reference arm."""
+    pooled = tables["pooled"]
     variants = pooled.filter(
         (pl.col("domain") == "grokked")
         & pl.col("metric").is_in(
             ["distance", "distance_tracked", "train_loss_ma", "validation_loss", "heldout_loss"]
         )
     )
-    lines += [
+    return [
         "",
         "## Configurations and analysis settings",
         "",
         "Pooled r over the runs that crossed (as above), per arm (default analysis) and per analysis "
-        f"setting of `{ref}` (threshold, distance unit).",
+        f"setting of `{design.reference}` (threshold, distance unit).",
         "",
         _markdown(
             ["arm", "analysis", "metric", "pooled r [95% CI]", "runs"],
@@ -317,8 +433,14 @@ def _report(
                 for r in variants.sort("arm", "analysis", "metric").iter_rows(named=True)
             ],
         ),
+    ]
+
+
+def _leadlag_section(tables: Mapping[str, pl.DataFrame], design: StudyDesign) -> list[str]:
+    """Lag-0 and best-lag correlation of each metric with accuracy k checkpoints later."""
+    lines = [
         "",
-        f"## Lead / lag (max lag {config.max_lag} checkpoints)",
+        f"## Lead / lag (max lag {design.max_lag} checkpoints)",
         "",
         "Metric at checkpoint t against accuracy at t + k, from the domain's first memorization on, "
         "runs that crossed. Best lag: the k of largest |r| per run; median over runs.",
@@ -356,16 +478,22 @@ def _report(
             ],
         )
     )
+    return lines
+
+
+def _detector_section(tables: Mapping[str, pl.DataFrame], design: StudyDesign) -> list[str]:
+    """Detector hits, leads and false alarms per arm and signal, and per run of the reference arm."""
+    ref = design.reference
     det = tables["detections"]
-    lines += [
+    lines = [
         "",
         "## Detector: generalization under way, from training data only",
         "",
         f"Fires at the first checkpoint after the domain's first memorization onset where the signal's "
-        f"{config.detector_window}-checkpoint moving average fell {config.detector_run} checkpoints in "
-        f"a row and lies ≥ {config.detector_min_drop:.0%} below its maximum since the onset. "
+        f"{design.detector_window}-checkpoint moving average fell {design.detector_run} checkpoints in "
+        f"a row and lies ≥ {design.detector_min_drop:.0%} below its maximum since the onset. "
         "Parameters fixed before any study run, not tuned. Lead: checkpoints from firing to accuracy "
-        f"crossing {config.level} (> 0: before). A false alarm: fired in a run whose accuracy never "
+        f"crossing {design.level} (> 0: before). A false alarm: fired in a run whose accuracy never "
         "crossed (the never-generalizing control domain, or a seed that did not grok).",
         "",
     ]
@@ -422,10 +550,15 @@ def _report(
             ],
         )
     )
+    return lines
+
+
+def _grokking_section(tables: Mapping[str, pl.DataFrame]) -> list[str]:
+    """The testbed's own grokking verdict per run."""
     from pathwatch.testbed.grokking import MEMORIZED
 
     grok = tables["grokking"]
-    lines += [
+    return [
         "",
         "## Did each run grok?",
         "",
@@ -465,7 +598,11 @@ def _report(
             ).rows(),
         ),
     ]
-    lines += [
+
+
+def _overlap_section(tables: Mapping[str, pl.DataFrame], figures: Sequence[Path]) -> list[str]:
+    """Training accuracy at the crossing, and the figures."""
+    return [
         "",
         "## Overlap of memorization and generalization",
         "",
@@ -481,4 +618,3 @@ def _report(
         *[f"![{p.stem}](figures/{p.name})" for p in figures],
         "",
     ]
-    return "\n".join(lines)

@@ -49,7 +49,7 @@ from pathwatch.store.units import (
 if TYPE_CHECKING:
     import polars as pl
 
-__all__ = ["CheckpointData", "Manifest", "RunStore", "write_atomic", "write_table"]
+__all__ = ["CheckpointData", "Manifest", "RunStore", "read_table", "write_atomic", "write_table"]
 
 SAMPLES_TABLE = "samples.parquet"
 TABLE_DIR = "tables"

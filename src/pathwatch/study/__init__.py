@@ -15,29 +15,25 @@ Every (arm, seed) is its own testbed and run directory, and its series table is 
 done, so an interrupted study resumes where it stopped.
 """
 
-from pathwatch.evaluation.correlate import pooled_correlations
-from pathwatch.report.study import headline
-from pathwatch.study.config import (
-    DEFAULT_ANALYSIS,
-    DETECTOR_SIGNALS,
-    METRICS,
-    Arm,
-    StudyConfig,
-    study_testbed,
-)
-from pathwatch.study.run import StudyResult, run_study
-from pathwatch.study.tables import study_tables
+from __future__ import annotations
 
-__all__ = [
-    "DEFAULT_ANALYSIS",
-    "DETECTOR_SIGNALS",
-    "METRICS",
-    "Arm",
-    "StudyConfig",
-    "StudyResult",
-    "headline",
-    "pooled_correlations",
-    "run_study",
-    "study_tables",
-    "study_testbed",
-]
+from pathwatch._lazy import lazy_exports
+
+# public name -> module that defines it (imported on first use: the CLI reads StudyConfig's
+# defaults without polars)
+_LAZY: dict[str, str] = {
+    "Arm": "pathwatch.study.config",
+    "DEFAULT_ANALYSIS": "pathwatch.study.config",
+    "DETECTOR_SIGNALS": "pathwatch.study.config",
+    "StudyConfig": "pathwatch.study.config",
+    "Variant": "pathwatch.study.config",
+    "study_testbed": "pathwatch.study.config",
+    "StudyResult": "pathwatch.study.run",
+    "run_study": "pathwatch.study.run",
+    "study_tables": "pathwatch.study.tables",
+    "pooled_correlations": "pathwatch.evaluation.correlate",
+}
+
+__all__ = sorted(_LAZY)
+
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

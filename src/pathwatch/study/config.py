@@ -1,32 +1,65 @@
-"""What the validation study runs: its arms (testbed configurations and seeds) and settings."""
+"""What the validation study runs: its arms (testbed configurations and seeds), its analysis
+variants and the settings of its statistics."""
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
+from pathwatch._validate import check_choice, check_float, check_int, check_text, is_int
+from pathwatch.config import UNITS, WEIGHTS, AnalyzeConfig, CaptureConfig
 from pathwatch.errors import invalid_parameter
 
-#: Every metric of the study: (what it needs, what kind of signal it is).
-METRICS: dict[str, tuple[str, str]] = {
-    "distance": ("training data", "routing"),
-    "distance_memorized": ("training data", "routing"),
-    "distance_tracked": ("training data", "routing"),
-    "consistency": ("training data", "routing"),
-    "smoothness": ("training data", "routing"),
-    "adjacent_cosine": ("training data", "routing"),
-    "train_loss": ("training data", "baseline"),
-    "train_loss_ma": ("training data", "baseline"),
-    "validation_loss": ("held-out data, other distribution", "baseline"),
-    "heldout_loss": ("held-out data, same distribution", "baseline"),
-}
+if TYPE_CHECKING:
+    from pathwatch.report.study import StudyDesign
+
 #: Training-only signals the detector is run on (the routing one first).
 DETECTOR_SIGNALS = ("distance_tracked", "distance_memorized", "distance", "train_loss_ma")
-_NEEDS_FOR_TABLE = {
-    m: "training data" if n == "training data" else "held-out data" for m, (n, _) in METRICS.items()
-}
+#: The reference analysis: every statistic but the variants' comparison uses its rows.
 DEFAULT_ANALYSIS = "t0.7-char"
+#: Seeds of the reference arm in the default study (``pathwatch study --seeds``).
+DEFAULT_SEEDS = 5
+#: Bootstrap replicates of the per-run analysis (its CIs are not used: the study bootstraps its own).
+_RUN_N_BOOT = 10
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One analysis setting of the reference arm: how its run is captured, how it is analysed.
+
+    Capture settings (the router weighting) and analysis settings (threshold, distance unit) are
+    kept apart: variants with the same ``capture`` share one captured run.
+
+    Attributes
+    ----------
+    name : str
+        Its name in the tables, e.g. ``"t0.5-char"``, ``"t0.7-char-topk"``.
+    analysis : AnalyzeConfig
+    capture : CaptureConfig, default CaptureConfig()
+    """
+
+    name: str
+    analysis: AnalyzeConfig
+    capture: CaptureConfig = field(default_factory=CaptureConfig)
+
+    def __post_init__(self) -> None:
+        check_text("Variant", "name", self.name)
+        if not isinstance(self.analysis, AnalyzeConfig):
+            raise invalid_parameter("Variant", "analysis", "an AnalyzeConfig", self.analysis)
+        if not isinstance(self.capture, CaptureConfig):
+            raise invalid_parameter("Variant", "capture", "a CaptureConfig", self.capture)
+
+    def run_suffix(self) -> str:
+        """What the run directory of this variant's capture adds to the (arm, seed) key: the
+        capture settings that differ from the defaults (``"-topk"``), nothing for the default."""
+        default = CaptureConfig()
+        changed = [
+            str(getattr(self.capture, f.name))
+            for f in dataclasses.fields(CaptureConfig)
+            if getattr(self.capture, f.name) != getattr(default, f.name)
+        ]
+        return "".join(f"-{value}" for value in changed)
 
 
 @dataclass(frozen=True)
@@ -37,7 +70,8 @@ class Arm:
     ----------
     name : str
         Short name, used in directory names and tables.
-    config : TestbedConfig
+    config : testbed configuration
+        Of a registered testbed (:data:`pathwatch.testbed.presets.PRESETS`).
     seeds : tuple of int
     """
 
@@ -46,14 +80,25 @@ class Arm:
     seeds: tuple[int, ...]
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
-        if (
-            not self.name
-            or not self.name.replace("-", "").replace("_", "").replace(".", "").isalnum()
+        from pathwatch.testbed.presets import check_testbed_config
+
+        if not (
+            isinstance(self.name, str)
+            and self.name
+            and self.name.replace("-", "").replace("_", "").replace(".", "").isalnum()
         ):
             raise invalid_parameter("Arm", "name", "letters, digits, '-', '_' or '.'", self.name)
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-            raise invalid_parameter("Arm", "seeds", "distinct seeds, at least one", self.seeds)
+        check_testbed_config("Arm", self.config)
+        seeds = self.seeds
+        if (
+            isinstance(seeds, str)
+            or not hasattr(seeds, "__iter__")
+            or not seeds
+            or not all(is_int(s) and s >= 0 for s in seeds)
+            or len(set(seeds)) != len(seeds)
+        ):
+            raise invalid_parameter("Arm", "seeds", "distinct ints >= 0, at least one", seeds)
+        object.__setattr__(self, "seeds", tuple(int(s) for s in seeds))
 
 
 def study_testbed() -> Any:
@@ -99,7 +144,7 @@ class StudyConfig:
     variant_seeds : int, default 1
         Seeds of the reference arm (its first ones) that get the other analysis settings.
     weights : tuple of str, default ("softmax", "topk")
-        Router weightings captured on those seeds (``capture_run(weights=...)``; "softmax" is
+        Router weightings captured on those seeds (``CaptureConfig(weights=...)``; "softmax" is
         the SPEC's and every other analysis's).
     max_lag : int, default 4
         K of the lead/lag cross-correlation, in checkpoints.
@@ -128,32 +173,81 @@ class StudyConfig:
     jobs: int = 2
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "arms", tuple(self.arms))
-        if not self.arms:
-            raise invalid_parameter("StudyConfig", "arms", "at least one Arm", self.arms)
+        func = "StudyConfig"
+        arms = self.arms
+        if isinstance(arms, Arm) or not hasattr(arms, "__iter__") or not arms:
+            raise invalid_parameter(func, "arms", "at least one Arm", arms)
+        object.__setattr__(self, "arms", tuple(arms))
+        if not all(isinstance(a, Arm) for a in self.arms):
+            raise invalid_parameter(func, "arms", "a tuple of Arm", self.arms)
         names = [a.name for a in self.arms]
         if len(set(names)) != len(names):
-            raise invalid_parameter("StudyConfig", "arms", "distinct names", names)
-        if not (isinstance(self.jobs, int) and self.jobs >= 1):
-            raise invalid_parameter("StudyConfig", "jobs", "an int ≥ 1", self.jobs)
-        if not 0 < self.level < 1:
-            raise invalid_parameter("StudyConfig", "level", "a float in (0, 1)", self.level)
+            raise invalid_parameter(func, "arms", "distinct names", names)
+        _tuple_of(
+            self,
+            "thresholds",
+            lambda t: check_float(func, "thresholds", t, low=0, high=1, low_open=True),
+        )
+        _tuple_of(self, "units", lambda u: check_choice(func, "units", u, UNITS))
+        _tuple_of(self, "weights", lambda w: check_choice(func, "weights", w, WEIGHTS))
+        check_int(func, "variant_seeds", self.variant_seeds, low=0)
+        check_int(func, "max_lag", self.max_lag, low=0)
+        check_int(func, "detector_run", self.detector_run, low=1)
+        check_float(
+            func, "detector_min_drop", self.detector_min_drop, low=0, high=1, high_open=True
+        )
+        check_int(func, "detector_window", self.detector_window, low=1)
+        check_float(func, "level", self.level, low=0, high=1, low_open=True, high_open=True)
+        check_int(func, "n_boot", self.n_boot, low=1)
+        check_int(func, "jobs", self.jobs, low=1)
 
-    def analyses(self) -> dict[str, dict[str, Any]]:
-        """Analysis variants of the reference arm, by name: AnalyzeConfig keyword arguments."""
-        out = {f"t{t:g}-char": {"threshold": float(t), "unit": "char"} for t in self.thresholds}
-        out |= {f"t0.7-{u}": {"threshold": 0.7, "unit": u} for u in self.units}
+    def variants(self) -> tuple[Variant, ...]:
+        """The analysis variants of the reference arm, :data:`DEFAULT_ANALYSIS` first: each
+        threshold (char unit), each unit (threshold 0.7), each router weighting (t0.7-char)."""
+        out = {
+            f"t{t:g}-char": AnalyzeConfig(threshold=float(t), unit="char", n_boot=_RUN_N_BOOT)
+            for t in self.thresholds
+        }
         out |= {
-            f"t0.7-char-{w}": {"threshold": 0.7, "unit": "char", "weights": w}
+            f"t0.7-{u}": AnalyzeConfig(threshold=0.7, unit=u, n_boot=_RUN_N_BOOT)
+            for u in self.units
+        }
+        reference = out.pop(
+            DEFAULT_ANALYSIS, AnalyzeConfig(threshold=0.7, unit="char", n_boot=_RUN_N_BOOT)
+        )
+        variants = [Variant(DEFAULT_ANALYSIS, reference)]
+        variants += [Variant(name, analysis) for name, analysis in out.items()]
+        variants += [
+            Variant(f"{DEFAULT_ANALYSIS}-{w}", reference, CaptureConfig(weights=w))
             for w in self.weights
             if w != "softmax"
-        }
-        return {
-            DEFAULT_ANALYSIS: out.pop(DEFAULT_ANALYSIS, {"threshold": 0.7, "unit": "char"})
-        } | out
+        ]
+        return tuple(variants)
+
+    def design(self) -> StudyDesign:
+        """How this study runs, as its report states it: arms (with each arm's configuration
+        changes to the reference arm's), accuracy level, lead/lag and detector settings."""
+        from pathwatch.report.study import ArmDesign, StudyDesign
+
+        reference = dataclasses.asdict(self.arms[0].config)
+
+        def changes(arm: Arm) -> str:
+            config = dataclasses.asdict(arm.config)
+            changed = [f"{k}={v}" for k, v in config.items() if v != reference.get(k)]
+            return ", ".join(changed) or "(reference)"
+
+        return StudyDesign(
+            arms=tuple(ArmDesign(a.name, a.seeds, changes(a)) for a in self.arms),
+            analysis=DEFAULT_ANALYSIS,
+            level=self.level,
+            max_lag=self.max_lag,
+            detector_run=self.detector_run,
+            detector_min_drop=self.detector_min_drop,
+            detector_window=self.detector_window,
+        )
 
     @classmethod
-    def default(cls, *, seeds: int = 5, base: Any = None, jobs: int = 2) -> StudyConfig:
+    def default(cls, *, seeds: int = DEFAULT_SEEDS, base: Any = None, jobs: int = 2) -> StudyConfig:
         """The study of docs/validation.md: ``seeds`` seeds of ``base`` and a few of five variants.
 
         Variants, 2 seeds each: the random-``facts`` control domain added (a domain that can never
@@ -195,3 +289,11 @@ class StudyConfig:
             n_boot=200,
             jobs=jobs,
         )
+
+
+def _tuple_of(config: object, name: str, check: Any) -> None:
+    """Check every item of a tuple field of a frozen config and store the checked tuple."""
+    values = getattr(config, name)
+    if isinstance(values, str) or not hasattr(values, "__iter__"):
+        raise invalid_parameter(type(config).__name__, name, "a tuple", values)
+    object.__setattr__(config, name, tuple(check(v) for v in values))

@@ -1,11 +1,15 @@
-"""Run the validation study: one worker process per (arm, seed), then the tables and the report."""
+"""Run the validation study: one worker process per (arm, seed), then the tables and the report.
+
+Every (arm, seed) is its own testbed and run directory, and its series table is written
+atomically when it is done; a series that reads back whole marks the unit done, so an
+interrupted study resumes where it stopped.
+"""
 
 from __future__ import annotations
 
 import os
 import sys
 import time
-from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -14,9 +18,22 @@ from typing import Any
 
 import polars as pl
 
-from pathwatch.report.study import _figures, _report
-from pathwatch.study.config import DEFAULT_ANALYSIS, METRICS, Arm, StudyConfig
+from pathwatch._validate import check_bool, check_instance, check_path
+from pathwatch.errors import StoreError
+from pathwatch.evaluation.correlate import SIGNALS as METRICS
+from pathwatch.report.study import write_study_report
+from pathwatch.store import read_table, write_table
+from pathwatch.study.config import Arm, StudyConfig, Variant
 from pathwatch.study.tables import study_tables
+
+UNITS_SCHEMA = {
+    "key": pl.String,
+    "train_seconds": pl.Float64,
+    "train_cpu_seconds": pl.Float64,
+    "seconds": pl.Float64,
+    "cpu_seconds": pl.Float64,
+    "steps": pl.Int64,
+}
 
 
 @dataclass(frozen=True)
@@ -34,6 +51,8 @@ class StudyResult:
     figures : list of Path
     seconds : float
         Wall time of this call.
+    headline : str
+        The pooled correlation of every metric on the reference arm (a Markdown table).
     """
 
     out: Path
@@ -41,28 +60,39 @@ class StudyResult:
     tables: dict[str, pl.DataFrame]
     figures: list[Path] = field(default_factory=list)
     seconds: float = 0.0
+    headline: str = ""
 
 
-def _unit_series(out: Path, arm: Arm, seed: int, analyses: Mapping[str, dict[str, Any]]) -> dict:
+def _key(arm: Arm, seed: int) -> str:
+    return f"{arm.name}-s{seed}"
+
+
+def _series_path(out: Path, key: str) -> Path:
+    return out / "series" / f"{key}.parquet"
+
+
+def _finished(out: Path, key: str) -> bool:
+    """Whether the unit's series table exists and reads back whole."""
+    try:
+        read_table(_series_path(out, key))
+    except StoreError:
+        return False
+    return True
+
+
+def _unit_series(out: Path, arm: Arm, seed: int, variants: tuple[Variant, ...]) -> dict:
     """Train, capture and analyse one (arm, seed); write its series table. Runs in a worker."""
     import torch
 
-    from pathwatch.analysis import AnalyzeConfig, analyze_run
+    from pathwatch.analysis import analyze_run
     from pathwatch.capture.run import capture_run
-    from pathwatch.config import CaptureConfig
-    from pathwatch.testbed import train_testbed
+    from pathwatch.testbed.presets import train
 
     torch.set_num_threads(1)
-    key = f"{arm.name}-s{seed}"
+    key = _key(arm, seed)
     clock, cpu = time.perf_counter(), time.process_time()
-    testbed = train_testbed(
-        out / "testbeds" / key, config=arm.config, seed=seed, progress=False, threads=1
-    )
-    samples = out / "testbeds" / key / "probes.jsonl"
-    probes = testbed.train_samples.read_text() + testbed.validation_samples.read_text()
-    if not samples.is_file() or samples.read_text() != probes:
-        samples.write_text(probes)
-    runs = {}
+    testbed = train(out / "testbeds" / key, config=arm.config, seed=seed, progress=False)
+    samples = testbed.write_probes(out / "testbeds" / key / "probes.jsonl")
     curves = pl.DataFrame(
         [c for c in testbed.curves if c["domain"] != "validation"],
         infer_schema_length=None,
@@ -72,22 +102,21 @@ def _unit_series(out: Path, arm: Arm, seed: int, analyses: Mapping[str, dict[str
         pl.col("heldout_loss").cast(pl.Float64),
         pl.col("train_accuracy").cast(pl.Float64),
     )
+    runs: dict[Any, Path] = {}  # one captured run per capture setting
     frames = []
-    for i, (name, settings) in enumerate(analyses.items()):
-        settings = dict(settings)
-        weights = settings.pop("weights", "softmax")
-        if weights not in runs:
-            runs[weights] = out / "runs" / (key if weights == "softmax" else f"{key}-{weights}")
+    for i, variant in enumerate(variants):
+        if variant.capture not in runs:
+            runs[variant.capture] = out / "runs" / f"{key}{variant.run_suffix()}"
             capture_run(
                 list(testbed.checkpoints),
                 samples,
-                runs[weights],
-                config=CaptureConfig(weights=weights),
+                runs[variant.capture],
+                config=variant.capture,
                 progress=False,
             )
         analysis = analyze_run(
-            runs[weights],
-            config=AnalyzeConfig(n_boot=10, **settings),
+            runs[variant.capture],
+            config=variant.analysis,
             accuracy=testbed.accuracy_file,
             progress=False,
             write=i == 0,
@@ -99,7 +128,7 @@ def _unit_series(out: Path, arm: Arm, seed: int, analyses: Mapping[str, dict[str
         )
         frames.append(
             series.join(curves, on=["step", "domain"], how="left").with_columns(
-                arm=pl.lit(arm.name), seed=pl.lit(seed, pl.Int64), analysis=pl.lit(name)
+                arm=pl.lit(arm.name), seed=pl.lit(seed, pl.Int64), analysis=pl.lit(variant.name)
             )
         )
     table = pl.concat(frames, how="diagonal_relaxed")
@@ -113,7 +142,7 @@ def _unit_series(out: Path, arm: Arm, seed: int, analyses: Mapping[str, dict[str
         "train_accuracy",
         *[m for m in METRICS if m in table.columns],
     )
-    table.write_parquet(_series_path(out, key))
+    write_table(table, _series_path(out, key))
     return {
         "key": key,
         "train_seconds": testbed.train_seconds,
@@ -124,8 +153,42 @@ def _unit_series(out: Path, arm: Arm, seed: int, analyses: Mapping[str, dict[str
     }
 
 
-def _series_path(out: Path, key: str) -> Path:
-    return out / "series" / f"{key}.parquet"
+def _run_units(
+    out: Path, config: StudyConfig, todo: list[tuple[Arm, int]], progress: bool
+) -> list[dict]:
+    """Run the unfinished (arm, seed) units, ``config.jobs`` worker processes at a time."""
+    total = sum(len(a.seeds) for a in config.arms)
+    if progress:
+        print(
+            f"study: {total - len(todo)}/{total} units reused, {len(todo)} to run", file=sys.stderr
+        )
+    variants = config.variants()
+    reference = variants[:1]
+    variant_seeds = config.arms[0].seeds[: config.variant_seeds]
+    jobs = [
+        (out, arm, seed, variants if arm is config.arms[0] and seed in variant_seeds else reference)
+        for arm, seed in todo
+    ]
+    records: list[dict] = []
+
+    def note(record: dict) -> None:
+        records.append(record)
+        if progress:
+            print(
+                f"study: {total - len(todo) + len(records)}/{total} {record['key']} done "
+                f"({record['seconds']:.0f} s wall, training {record['train_cpu_seconds']:.0f} CPU-s)",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    if config.jobs == 1 or len(jobs) <= 1:
+        for job in jobs:
+            note(_unit_series(*job))
+    else:
+        with ProcessPoolExecutor(config.jobs, mp_context=get_context("spawn")) as pool:
+            for future in as_completed([pool.submit(_unit_series, *job) for job in jobs]):
+                note(future.result())
+    return records
 
 
 def run_study(
@@ -157,74 +220,33 @@ def run_study(
     >>> result.report  # doctest: +SKIP
     PosixPath('study/report.md')
     """
+    out = check_path("run_study", "out", out)
+    config = check_instance("run_study", "config", config, StudyConfig, allow_none=True)
+    check_bool("run_study", "progress", progress)
     config = config or StudyConfig.default()
-    out = Path(out)
-    for sub in ("series", "tables", "figures"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
     clock = time.perf_counter()
-    analyses = config.analyses()
+    keys = [_key(arm, seed) for arm in config.arms for seed in arm.seeds]
     todo = [
         (arm, seed)
         for arm in config.arms
         for seed in arm.seeds
-        if not _series_path(out, f"{arm.name}-s{seed}").is_file()
+        if not _finished(out, _key(arm, seed))
     ]
+    records = _run_units(out, config, todo, progress)
+    units = pl.DataFrame(records, schema=UNITS_SCHEMA)
     units_path = out / "tables" / "units.parquet"
-    done = pl.read_parquet(units_path) if units_path.is_file() else None
-    records = []
-    total = sum(len(a.seeds) for a in config.arms)
-
-    def note(record: dict) -> None:
-        records.append(record)
-        if progress:
-            print(
-                f"study: {total - len(todo) + len(records)}/{total} {record['key']} done "
-                f"({record['seconds']:.0f} s wall, training {record['train_cpu_seconds']:.0f} CPU-s)",
-                file=sys.stderr,
-                flush=True,
-            )
-
-    if progress:
-        print(
-            f"study: {total - len(todo)}/{total} units reused, {len(todo)} to run", file=sys.stderr
-        )
-    reference = {DEFAULT_ANALYSIS: analyses[DEFAULT_ANALYSIS]}
-    variant_seeds = config.arms[0].seeds[: config.variant_seeds]
-    jobs = [
-        (out, arm, seed, analyses if arm is config.arms[0] and seed in variant_seeds else reference)
-        for arm, seed in todo
-    ]
-    if config.jobs == 1 or len(jobs) <= 1:
-        for job in jobs:
-            note(_unit_series(*job))
-    else:
-        with ProcessPoolExecutor(config.jobs, mp_context=get_context("spawn")) as pool:
-            for future in as_completed([pool.submit(_unit_series, *job) for job in jobs]):
-                note(future.result())
-    units = pl.DataFrame(
-        records,
-        schema={
-            "key": pl.String,
-            "train_seconds": pl.Float64,
-            "train_cpu_seconds": pl.Float64,
-            "seconds": pl.Float64,
-            "cpu_seconds": pl.Float64,
-            "steps": pl.Int64,
-        },
-    )
-    if done is not None:
+    if units_path.is_file():
+        done = read_table(units_path)
         units = pl.concat([done.filter(~pl.col("key").is_in(units["key"].to_list())), units])
-    keys = [f"{a.name}-s{s}" for a in config.arms for s in a.seeds]
-    series = pl.concat(
-        [pl.read_parquet(_series_path(out, k)) for k in keys], how="diagonal_relaxed"
-    )
+    series = pl.concat([read_table(_series_path(out, k)) for k in keys], how="diagonal_relaxed")
     tables = study_tables(series, config)
     tables["units"] = units
     for name, table in tables.items():
-        table.write_parquet(out / "tables" / f"{name}.parquet")
-    figures = _figures(tables, out, config.arms[0].name)
-    report = out / "report.md"
-    report.write_text(_report(tables, config, units, figures))
+        write_table(table, out / "tables" / f"{name}.parquet")
+    design = config.design()
+    report, figures = write_study_report(out, tables, design)
     if progress:
         print(f"study: report written to {report}", file=sys.stderr)
-    return StudyResult(out, report, tables, figures, time.perf_counter() - clock)
+    return StudyResult(
+        out, report, tables, figures, time.perf_counter() - clock, design.headline(tables)
+    )

@@ -6,6 +6,7 @@ import numpy as np
 import polars as pl
 
 from pathwatch.errors import InputError
+from pathwatch.evaluation.correlate import SIGNALS as METRICS
 from pathwatch.evaluation.correlate import correlation_table, pooled_correlations
 from pathwatch.evaluation.leadlag import (
     crossing_step,
@@ -13,13 +14,12 @@ from pathwatch.evaluation.leadlag import (
     detection_lead,
     lagged_correlation,
 )
-from pathwatch.study.config import (
-    _NEEDS_FOR_TABLE,
-    DEFAULT_ANALYSIS,
-    DETECTOR_SIGNALS,
-    METRICS,
-    StudyConfig,
-)
+from pathwatch.study.config import DEFAULT_ANALYSIS, DETECTOR_SIGNALS, StudyConfig
+
+#: what correlation_table records a metric needs: the training data, or held-out data
+_NEEDS_FOR_TABLE = {
+    m: "training data" if n == "training data" else "held-out data" for m, (n, _) in METRICS.items()
+}
 
 
 def study_tables(series: pl.DataFrame, config: StudyConfig) -> dict[str, pl.DataFrame]:

@@ -1,20 +1,28 @@
-"""The embedded testbed: a built-in multi-domain corpus and a tiny OLMoE trained on CPU.
+"""The embedded testbeds: built-in corpora and tiny MoEs trained on CPU, with their ground truth.
 
 ``train_testbed(out_dir)`` saves a checkpoint series plus per-item held-out correctness, the ground
-truth that the demo (capture → analyze → report) checks the routing metrics against.
+truth that the demo (capture → analyze → report) checks the routing metrics against; the testbeds
+that the demo and the study can train are the presets of :mod:`pathwatch.testbed.presets`. Names
+are imported lazily, so the preset registry loads without torch.
 """
 
-from pathwatch.testbed.corpus import Corpus, DomainSplit, build_corpus
-from pathwatch.testbed.run import TestbedRun
-from pathwatch.testbed.tokenizer import build_tokenizer
-from pathwatch.testbed.train import TestbedConfig, train_testbed
+from __future__ import annotations
 
-__all__ = [
-    "Corpus",
-    "DomainSplit",
-    "TestbedConfig",
-    "TestbedRun",
-    "build_corpus",
-    "build_tokenizer",
-    "train_testbed",
-]
+from pathwatch._lazy import lazy_exports
+
+# public name -> module that defines it
+_LAZY: dict[str, str] = {
+    "Corpus": "pathwatch.testbed.corpus",
+    "DomainSplit": "pathwatch.testbed.corpus",
+    "build_corpus": "pathwatch.testbed.corpus",
+    "build_tokenizer": "pathwatch.testbed.tokenizer",
+    "TestbedConfig": "pathwatch.testbed.train",
+    "train_testbed": "pathwatch.testbed.train",
+    "TestbedRun": "pathwatch.testbed.run",
+    "PRESETS": "pathwatch.testbed.presets",
+    "preset_config": "pathwatch.testbed.presets",
+}
+
+__all__ = sorted(_LAZY)
+
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pathwatch._validate import check_float, check_int, is_int
 from pathwatch.errors import invalid_parameter, unknown_name
 
 # domain -> operator token; "facts" is the memorization-only control
@@ -183,8 +184,8 @@ def build_corpus(
     >>> sum(len(d.train) + len(d.test) for d in corpus.domains)
     98
     """
-    if not isinstance(prime, int) or prime < 5 or not _is_prime(prime):
-        raise invalid_parameter("build_corpus", "prime", "a prime ≥ 5", prime)
+    if not is_int(prime) or prime < 5 or not _is_prime(prime):
+        raise invalid_parameter("build_corpus", "prime", "a prime >= 5", prime)
     domains = tuple(domains)
     if not domains or len(set(domains)) != len(domains):
         raise invalid_parameter(
@@ -193,16 +194,18 @@ def build_corpus(
     for name in domains:
         if name not in OPERATORS:
             raise unknown_name("domain", name, OPERATORS)
-    if not 0.0 < train_fraction < 1.0:
-        raise invalid_parameter(
-            "build_corpus", "train_fraction", "a float in (0, 1)", train_fraction
-        )
-    if not 0.0 < facts_fraction <= 1.0:
-        raise invalid_parameter(
-            "build_corpus", "facts_fraction", "a float in (0, 1]", facts_fraction
-        )
-    if not isinstance(n_validation, int) or n_validation < 1:
-        raise invalid_parameter("build_corpus", "n_validation", "an int ≥ 1", n_validation)
+    check_float(
+        "build_corpus",
+        "train_fraction",
+        train_fraction,
+        low=0,
+        high=1,
+        low_open=True,
+        high_open=True,
+    )
+    check_float("build_corpus", "facts_fraction", facts_fraction, low=0, high=1, low_open=True)
+    check_int("build_corpus", "n_validation", n_validation, low=1)
+    check_int("build_corpus", "seed", seed, low=0)
 
     rng = np.random.default_rng(seed)
     a, b = (g.ravel() for g in np.meshgrid(np.arange(prime), np.arange(prime), indexing="ij"))

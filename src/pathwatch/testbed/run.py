@@ -1,9 +1,12 @@
-"""A testbed's output directory, shared by every testbed: its files, its summary and its result.
+"""A testbed's output directory, shared by every testbed: its files, checkpoints, summary and result.
 
-Every testbed (:mod:`pathwatch.testbed.train`, :mod:`pathwatch.testbed.text`) writes the same layout
-into its ``out_dir``: ``step-<N>/`` checkpoints, the per-item ``accuracy.jsonl``, the probe set
+Every testbed (:mod:`pathwatch.testbed.train`, :mod:`pathwatch.testbed.text`, and any other of
+:mod:`pathwatch.testbed.presets`) writes the same layout into its ``out_dir`` with these helpers:
+``step-<N>/`` checkpoints (:func:`save_checkpoint`), the per-item ``accuracy.jsonl``, the probe set
 ``train_samples.jsonl``, ``validation_samples.jsonl``, optionally ``test_items.jsonl``, and the
-summary ``testbed.json``; it returns a :class:`TestbedRun`.
+summary ``testbed.json`` (:func:`write_summary`), all written atomically; a complete run of the
+same configuration and seed is found again by :func:`complete_summary`. It returns a
+:class:`TestbedRun`.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,6 +24,9 @@ from typing import Any
 import torch
 
 from pathwatch._hf import no_hf_progress_bars
+from pathwatch._validate import check_bool, check_instance, check_int, check_path
+from pathwatch.errors import InputError
+from pathwatch.store import write_atomic
 
 SUMMARY = "testbed.json"
 ACCURACY = "accuracy.jsonl"
@@ -70,18 +77,90 @@ class TestbedRun:
         """Held-out accuracy of ``domain`` at each checkpoint."""
         return [c["heldout_accuracy"] for c in self.curves if c["domain"] == domain]
 
+    @property
+    def test_items(self) -> Path | None:
+        """``test_items.jsonl`` (the held-out items' texts, for pairing groups), if the testbed has one."""
+        path = self.out_dir / TEST_ITEMS
+        return path if path.is_file() else None
+
+    def write_probes(self, path: Path) -> Path:
+        """Write the samples file that capture reads: the training probes, then the validation
+        samples. Written atomically and only when it changed, so that a resumed capture finds the
+        same file (its sha256 is in the run's manifest)."""
+        probes = self.train_samples.read_bytes() + self.validation_samples.read_bytes()
+        if not path.is_file() or path.read_bytes() != probes:
+            write_atomic(path, probes)
+        return path
+
 
 def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w") as fh:
-        fh.writelines(json.dumps(r) + "\n" for r in records)
-    os.replace(tmp, path)
+    """Write one JSON object per line, atomically."""
+    write_atomic(path, "".join(json.dumps(r) + "\n" for r in records).encode())
 
 
 def write_json(path: Path, obj: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    """Write indented JSON, atomically."""
+    write_atomic(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+def check_training(
+    func: str, config: Any, kind: type, *, seed: Any, progress: Any, threads: Any
+) -> Any:
+    """The options every testbed's training function checks before it trains: ``config`` (a
+    ``kind`` or None, then ``kind()``), ``seed`` ≥ 0, ``progress`` and ``threads`` ≥ 1."""
+    config = check_instance(func, "config", config, kind, allow_none=True)
+    check_int(func, "seed", seed, low=0)
+    check_bool(func, "progress", progress)
+    check_int(func, "threads", threads, low=1)
+    return kind() if config is None else config
+
+
+def testbed_dir(func: str, path: Any) -> Path:
+    """A testbed's output directory, created; InputError if the path is a file."""
+    out = check_path(func, "out_dir", path)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: out_dir exists and is not a directory. Pass a directory path.")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def run_fingerprint(config: Any, seed: int, format_version: int) -> dict[str, Any]:
+    """What identifies a run, as it reads back from JSON (tuples become lists)."""
+    return json.loads(
+        json.dumps(
+            {
+                "format_version": format_version,
+                "seed": seed,
+                "config": dataclasses.asdict(config),
+            }
+        )
+    )
+
+
+def complete_summary(out: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
+    """The summary of a complete run of ``fingerprint`` in ``out`` (every checkpoint present), or None."""
+    path = out / SUMMARY
+    if not path.is_file():
+        return None
+    summary = json.loads(path.read_text())
+    if summary.get("fingerprint") != fingerprint or not summary.get("complete"):
+        return None
+    if not all((out / name / "model.safetensors").is_file() for name in summary["checkpoints"]):
+        return None
+    return summary
+
+
+def save_checkpoint(out: Path, step: int, model: Any, tokenizer: Any) -> str:
+    """Save ``model`` and ``tokenizer`` as ``out/step-<step>``, whole or not at all (a hidden
+    temporary directory, renamed); returns the directory's name."""
+    name = f"step-{step}"
+    tmp = out / f".{name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(out / name, ignore_errors=True)
+    os.replace(tmp, out / name)
+    return name
 
 
 @contextmanager

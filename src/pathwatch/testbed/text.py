@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,14 +35,20 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from pathwatch.errors import InputError, invalid_parameter
+from pathwatch._validate import check_float, check_int
+from pathwatch.errors import InputError
 from pathwatch.testbed.run import (
     ACCURACY,
     SUMMARY,
     TRAIN_SAMPLES,
     VALIDATION_SAMPLES,
     TestbedRun,
+    check_training,
+    complete_summary,
     quiet_torch,
+    run_fingerprint,
+    save_checkpoint,
+    testbed_dir,
     testbed_run,
     write_jsonl,
     write_summary,
@@ -120,24 +125,15 @@ class TextConfig:
     checkpoint_every: int = 16
 
     def __post_init__(self) -> None:
+        func = "TextConfig"
         for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            if field.type == "int" and (
-                not isinstance(value, int) or isinstance(value, bool) or value < 1
-            ):
-                raise invalid_parameter("TextConfig", field.name, "an int >= 1", value)
-        if self.seq_len < 2:
-            raise invalid_parameter("TextConfig", "seq_len", "an int >= 2", self.seq_len)
-        if self.num_experts < 2:
-            raise invalid_parameter("TextConfig", "num_experts", "an int >= 2", self.num_experts)
-        if not 1 <= self.top_k <= self.num_experts:
-            raise invalid_parameter(
-                "TextConfig", "top_k", f"an int in [1, num_experts={self.num_experts}]", self.top_k
-            )
-        if not self.lr > 0:
-            raise invalid_parameter("TextConfig", "lr", "a positive float", self.lr)
-        if not self.router_std >= 0:
-            raise invalid_parameter("TextConfig", "router_std", "a float >= 0", self.router_std)
+            if field.type == "int":
+                check_int(func, field.name, getattr(self, field.name), low=1)
+        check_int(func, "seq_len", self.seq_len, low=2)
+        check_int(func, "num_experts", self.num_experts, low=2)
+        check_int(func, "top_k", self.top_k, low=1, high=self.num_experts)
+        check_float(func, "lr", self.lr, low=0, low_open=True)
+        check_float(func, "router_std", self.router_std, low=0)
 
 
 def _paragraphs(text: str) -> list[str]:
@@ -291,28 +287,22 @@ def train_text_testbed(
     >>> len(run.steps)  # doctest: +SKIP
     11
     """
-    config = TextConfig() if config is None else config
-    if not isinstance(config, TextConfig):
-        raise invalid_parameter("train_text_testbed", "config", "a TextConfig or None", config)
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise invalid_parameter("train_text_testbed", "seed", "an int >= 0", seed)
-    out = Path(out_dir)
-    fingerprint = json.loads(
-        json.dumps(
-            {"format_version": FORMAT_VERSION, "seed": seed, "config": dataclasses.asdict(config)}
-        )
+    config = check_training(
+        "train_text_testbed", config, TextConfig, seed=seed, progress=progress, threads=threads
     )
+    out = testbed_dir("train_text_testbed", out_dir)
+    fingerprint = run_fingerprint(config, seed, FORMAT_VERSION)
+    summary = complete_summary(out, fingerprint)
+    if summary is not None:
+        return testbed_run(out, summary, reused=True)
     summary_path = out / SUMMARY
-    if summary_path.is_file():
-        summary = json.loads(summary_path.read_text())
-        if summary.get("fingerprint") == fingerprint and summary.get("complete"):
-            return testbed_run(out, summary, reused=True)
-        if summary.get("fingerprint") != fingerprint:
-            raise InputError(
-                f"{summary_path}: holds a run of another configuration or seed; pass a new or "
-                "empty out_dir, or delete that run."
-            )
-    out.mkdir(parents=True, exist_ok=True)
+    if summary_path.is_file() and json.loads(summary_path.read_text()).get("fingerprint") != (
+        fingerprint
+    ):
+        raise InputError(
+            f"{summary_path}: holds a run of another configuration or seed; pass a new or "
+            "empty out_dir, or delete that run."
+        )
     with quiet_torch(threads):
         summary = _train(out, config, seed, fingerprint, progress)
     return testbed_run(out, summary, reused=False)
@@ -347,13 +337,7 @@ def _train(
 
     def checkpoint(step: int) -> None:
         record = _evaluate(model, tokenizer, train, heldout, validation)
-        name = f"step-{step}"
-        tmp = out / f".{name}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        shutil.rmtree(out / name, ignore_errors=True)
-        os.replace(tmp, out / name)
+        name = save_checkpoint(out, step, model, tokenizer)
         spent = [time.perf_counter() - clock[0], time.process_time() - clock[1]]
         history.append(record | {"step": step, "checkpoint": name, "spent": spent})
 

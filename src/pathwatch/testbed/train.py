@@ -15,7 +15,7 @@
 
 from __future__ import annotations
 
-import dataclasses
+import io
 import json
 import os
 import shutil
@@ -36,7 +36,9 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from pathwatch._validate import check_bool, check_float, check_int
 from pathwatch.errors import InputError, invalid_parameter, unknown_name
+from pathwatch.store import write_atomic
 from pathwatch.testbed.corpus import ARITHMETIC, OPERATORS, Corpus, build_corpus, item_records
 from pathwatch.testbed.run import (
     ACCURACY,
@@ -45,7 +47,12 @@ from pathwatch.testbed.run import (
     TRAIN_SAMPLES,
     VALIDATION_SAMPLES,
     TestbedRun,
+    check_training,
+    complete_summary,
     quiet_torch,
+    run_fingerprint,
+    save_checkpoint,
+    testbed_dir,
     testbed_run,
     write_jsonl,
     write_summary,
@@ -153,14 +160,7 @@ class TestbedConfig:
         )
 
     def __post_init__(self) -> None:
-        def positive(name: str, *, or_none: bool = False) -> None:
-            value = getattr(self, name)
-            if or_none and value is None:
-                return
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                expected = "None or an int ≥ 1" if or_none else "an int ≥ 1"
-                raise invalid_parameter("TestbedConfig", name, expected, value)
-
+        func = "TestbedConfig"
         for name in (
             "n_probe",
             "hidden_size",
@@ -172,62 +172,38 @@ class TestbedConfig:
             "max_steps",
             "checkpoint_every",
         ):
-            positive(name)
+            check_int(func, name, getattr(self, name), low=1)
         object.__setattr__(self, "domains", tuple(self.domains))
         for name in self.domains:
             if name not in OPERATORS:
                 raise unknown_name("domain", name, OPERATORS)
         if self.hidden_size % self.num_heads:
             raise invalid_parameter(
-                "TestbedConfig",
-                "hidden_size",
-                f"a multiple of num_heads={self.num_heads}",
-                self.hidden_size,
+                func, "hidden_size", f"a multiple of num_heads={self.num_heads}", self.hidden_size
             )
-        if not 1 <= self.top_k <= self.num_experts:
-            raise invalid_parameter(
-                "TestbedConfig", "top_k", f"an int in [1, {self.num_experts}]", self.top_k
+        check_int(func, "top_k", self.top_k, low=1, high=self.num_experts)
+        check_int(func, "warmup_steps", self.warmup_steps, low=0)
+        check_float(func, "lr", self.lr, low=0, low_open=True)
+        for name in ("beta1", "beta2"):
+            check_float(
+                func, name, getattr(self, name), low=0, high=1, low_open=True, high_open=True
             )
-        if not (isinstance(self.warmup_steps, int) and self.warmup_steps >= 0):
-            raise invalid_parameter(
-                "TestbedConfig", "warmup_steps", "an int ≥ 0", self.warmup_steps
-            )
-        for name in ("lr", "beta1", "beta2"):
-            value = getattr(self, name)
-            if not 0.0 < value < (1.0 if name != "lr" else float("inf")):
-                raise invalid_parameter(
-                    "TestbedConfig", name, "a positive float (betas < 1)", value
-                )
-        if not isinstance(self.dense, bool):
-            raise invalid_parameter("TestbedConfig", "dense", "a bool", self.dense)
-        if not self.router_aux_loss_coef >= 0:
-            raise invalid_parameter(
-                "TestbedConfig", "router_aux_loss_coef", "a float ≥ 0", self.router_aux_loss_coef
-            )
+        check_bool(func, "dense", self.dense)
+        check_float(func, "router_aux_loss_coef", self.router_aux_loss_coef, low=0)
         if self.dense and self.router_aux_loss_coef:
             raise invalid_parameter(
-                "TestbedConfig",
+                func,
                 "router_aux_loss_coef",
                 "0 for a dense model (it has no router)",
                 self.router_aux_loss_coef,
             )
-        if not 0.0 <= self.grokfast_alpha < 1.0:
-            raise invalid_parameter(
-                "TestbedConfig", "grokfast_alpha", "a float in [0, 1)", self.grokfast_alpha
-            )
-        if not self.grokfast_lambda >= 0:
-            raise invalid_parameter(
-                "TestbedConfig", "grokfast_lambda", "a float ≥ 0", self.grokfast_lambda
-            )
-        if self.weight_decay < 0:
-            raise invalid_parameter(
-                "TestbedConfig", "weight_decay", "a float ≥ 0", self.weight_decay
-            )
-        positive("stop_domains", or_none=True)
-        if self.stop_accuracy is not None and not 0.0 < self.stop_accuracy <= 1.0:
-            raise invalid_parameter(
-                "TestbedConfig", "stop_accuracy", "None or a float in (0, 1]", self.stop_accuracy
-            )
+        check_float(func, "grokfast_alpha", self.grokfast_alpha, low=0, high=1, high_open=True)
+        check_float(func, "grokfast_lambda", self.grokfast_lambda, low=0)
+        check_float(func, "weight_decay", self.weight_decay, low=0)
+        check_int(func, "stop_domains", self.stop_domains, low=1, allow_none=True)
+        check_float(
+            func, "stop_accuracy", self.stop_accuracy, low=0, high=1, low_open=True, allow_none=True
+        )
         # the corpus checks prime, train_fraction and n_validation with its own messages
         build_corpus(
             prime=self.prime,
@@ -364,35 +340,9 @@ def _grokfast(
     torch._foreach_add_(grads, slow, alpha=lamb)
 
 
-def _checkpoint_name(step: int) -> str:
-    return f"step-{step}"
-
-
-def _fingerprint(config: TestbedConfig, seed: int) -> dict[str, Any]:
-    """What identifies a run, as it reads back from JSON (tuples become lists)."""
-    fingerprint = {
-        "format_version": FORMAT_VERSION,
-        "seed": seed,
-        "config": dataclasses.asdict(config),
-    }
-    return json.loads(json.dumps(fingerprint))
-
-
 def _same_run_except_length(a: dict[str, Any], b: dict[str, Any]) -> bool:
     strip = lambda f: {**f, "config": {**f["config"], "max_steps": None}}  # noqa: E731
     return strip(a) == strip(b)
-
-
-def _load_complete(out: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
-    path = out / SUMMARY
-    if not path.is_file():
-        return None
-    summary = json.loads(path.read_text())
-    if summary.get("fingerprint") != fingerprint or not summary.get("complete"):
-        return None
-    if not all((out / name / "model.safetensors").is_file() for name in summary["checkpoints"]):
-        return None
-    return summary
 
 
 def _check_foreign(out: Path, fingerprint: dict[str, Any]) -> None:
@@ -449,20 +399,12 @@ def train_testbed(
     >>> run.steps[:3]  # doctest: +SKIP
     (0, 5, 10)
     """
-    config = TestbedConfig() if config is None else config
-    if not isinstance(config, TestbedConfig):
-        raise invalid_parameter("train_testbed", "config", "a TestbedConfig or None", config)
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise invalid_parameter("train_testbed", "seed", "an int ≥ 0", seed)
-    if not isinstance(threads, int) or threads < 1:
-        raise invalid_parameter("train_testbed", "threads", "an int ≥ 1", threads)
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out}: out_dir exists and is not a directory. Pass a directory path.")
-    out.mkdir(parents=True, exist_ok=True)
-    fingerprint = _fingerprint(config, seed)
-
-    summary = _load_complete(out, fingerprint)
+    config = check_training(
+        "train_testbed", config, TestbedConfig, seed=seed, progress=progress, threads=threads
+    )
+    out = testbed_dir("train_testbed", out_dir)
+    fingerprint = run_fingerprint(config, seed, FORMAT_VERSION)
+    summary = complete_summary(out, fingerprint)
     if summary is not None:
         return testbed_run(out, summary, reused=True)
     _check_foreign(out, fingerprint)
@@ -526,13 +468,7 @@ def _train(
     def checkpoint(step: int) -> bool:
         """Evaluate, save ``step-<N>``, update the resume state; True when the stop rule fires."""
         record = _evaluate_all(model, data)
-        name = _checkpoint_name(step)
-        tmp = out / f".{name}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        shutil.rmtree(out / name, ignore_errors=True)
-        os.replace(tmp, out / name)
+        name = save_checkpoint(out, step, model, tokenizer)
         clock = (time.perf_counter() - t0[0], time.process_time() - t0[1])
         record |= {
             "step": step,
@@ -544,7 +480,7 @@ def _train(
         stopped = stopped and sum(
             record["domains"][d]["heldout_accuracy"] >= config.stop_accuracy for d in stop_domains
         ) >= min(config.stop_domains or len(stop_domains), len(stop_domains))
-        tmp_state = out / (RESUME + ".tmp")
+        buffer = io.BytesIO()
         torch.save(
             {
                 "fingerprint": fingerprint,
@@ -557,9 +493,9 @@ def _train(
                 "spent": record["spent"],
                 "stopped": stopped,
             },
-            tmp_state,
+            buffer,
         )
-        os.replace(tmp_state, resume_path)
+        write_atomic(resume_path, buffer.getvalue())
         return stopped
 
     bar = tqdm(
