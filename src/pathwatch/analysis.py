@@ -9,21 +9,22 @@ time, whatever the number of checkpoints.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 from tqdm.auto import tqdm
 
+from pathwatch._validate import check_bool, check_instance, check_path, check_paths
 from pathwatch.config import AnalyzeConfig
 from pathwatch.dynamics import NEVER, embed_texts, match_groups
 from pathwatch.dynamics.onsets import memorization_table
 from pathwatch.errors import InputError, StoreError
 from pathwatch.evaluation import correlation_table, generalization_table, moving_average
-from pathwatch.evaluation.accuracy import read_accuracy
+from pathwatch.evaluation.accuracy import AccuracyTables, read_accuracy
 from pathwatch.metrics import (
     Pathways,
     consistency_metrics,
@@ -34,6 +35,9 @@ from pathwatch.metrics import (
 from pathwatch.store import RunStore
 from pathwatch.store.manifest import MANIFEST_NAME
 from pathwatch.store.units import unit_path
+
+if TYPE_CHECKING:
+    from pathwatch.capture.samples import Sample
 
 #: Label of the rows that pool every training domain.
 POOLED = "all"
@@ -150,10 +154,8 @@ def _losses(store: RunStore, progress: bool) -> np.ndarray:
     return losses
 
 
-def _layout(
-    store: RunStore, losses: np.ndarray, config: AnalyzeConfig
-) -> tuple[_Layout, pl.DataFrame, list[str]]:
-    samples = store.samples()
+def _probes(store: RunStore, samples: pl.DataFrame, config: AnalyzeConfig) -> np.ndarray:
+    """Positions of the training probes (the samples of no validation domain); at least 2."""
     is_validation = samples["domain"].is_in(list(config.validation_domains)).to_numpy()
     rows = np.flatnonzero(~is_validation)
     if rows.size < 2:
@@ -162,6 +164,17 @@ def _layout(
             f"{sorted(set(samples['domain']))}, validation domains {list(config.validation_domains)}); "
             "pathway distance needs at least 2. Capture more samples."
         )
+    return rows
+
+
+def _layout(
+    store: RunStore,
+    samples: pl.DataFrame,
+    rows: np.ndarray,
+    losses: np.ndarray,
+    config: AnalyzeConfig,
+) -> tuple[_Layout, pl.DataFrame, list[str]]:
+    """The probes with their memorization onsets (from the losses), and the ε table."""
     train = samples[rows]
     onsets, epsilon = memorization_table(
         losses[rows],
@@ -174,7 +187,7 @@ def _layout(
     layout = _Layout(
         pl.concat([train, onsets.select("mem_onset", "epsilon")], how="horizontal"),
         rows,
-        samples[np.flatnonzero(is_validation)],
+        samples[np.setdiff1d(np.arange(samples.height), rows)],
     )
     return layout, epsilon, notes
 
@@ -348,22 +361,39 @@ def _pooled_accuracy(accuracy: pl.DataFrame, correctness: pl.DataFrame | None) -
     return pl.concat([accuracy.filter(pl.col("domain") != POOLED), pooled.cast(accuracy.schema)])
 
 
-def _ground_truth(
-    accuracy: str | Path | Sequence[str | Path], layout: _Layout, steps: Sequence[int]
-) -> tuple[pl.DataFrame, pl.DataFrame | None]:
-    tables = read_accuracy(accuracy if not isinstance(accuracy, str | os.PathLike) else [accuracy])
+def _check_ground_truth(tables: AccuracyTables, domains: list[str], steps: Sequence[int]) -> None:
+    """InputError unless the accuracy shares a domain and a checkpoint step with the run."""
     acc_domains = set(tables.accuracy["domain"].to_list())
-    if not acc_domains & set(layout.domains):
+    if not acc_domains & set(domains):
         raise InputError(
             f"accuracy {', '.join(tables.sources)}: its domains {sorted(acc_domains)} share none with "
-            f"the run's sample domains {layout.domains}. Use the same domain names in both files."
+            f"the run's sample domains {domains}. Use the same domain names in both files."
         )
     if not set(tables.accuracy["step"].to_list()) & set(steps):
         raise InputError(
             f"accuracy {', '.join(tables.sources)}: none of its steps is a checkpoint step of the run "
             f"{list(steps)}. Give accuracy at the captured checkpoints."
         )
-    return _pooled_accuracy(tables.accuracy, tables.correctness), tables.correctness
+
+
+def _test_texts(
+    items: list[Sample], test_items: Path, test_onsets: pl.DataFrame, probes: pl.DataFrame
+) -> pl.DataFrame:
+    """The test onsets with each item's text; InputError if an item or a probe has no text."""
+    texts = pl.DataFrame({"item_id": [s.id for s in items], "text": [s.text for s in items]})
+    test = test_onsets.join(texts, on="item_id", how="left")
+    unknown = test.filter(pl.col("text").is_null())
+    if unknown.height:
+        raise InputError(
+            f"{test_items}: no text for test item {unknown['item_id'][0]!r} "
+            f"({unknown.height} items missing). Give every item of the accuracy file an 'id' and 'text'."
+        )
+    if "text" not in probes.columns or probes["text"].null_count():
+        raise InputError(
+            "group pairing needs the text of every training probe; this run's samples were given as "
+            "token ids. Re-capture from a samples file with 'text', or leave out --test-items."
+        )
+    return test
 
 
 def _delay_notes(matches: pl.DataFrame) -> list[str]:
@@ -383,29 +413,8 @@ def _delay_notes(matches: pl.DataFrame) -> list[str]:
     ]
 
 
-def _matches(
-    layout: _Layout,
-    test_onsets: pl.DataFrame,
-    test_items: str | Path,
-    config: AnalyzeConfig,
-) -> pl.DataFrame:
+def _matches(layout: _Layout, test: pl.DataFrame, config: AnalyzeConfig) -> pl.DataFrame:
     """Pair train groups with test groups per domain, on embeddings of their texts."""
-    from pathwatch.capture.samples import read_samples
-
-    items = read_samples(test_items)
-    texts = pl.DataFrame({"item_id": [s.id for s in items], "text": [s.text for s in items]})
-    test = test_onsets.join(texts, on="item_id", how="left")
-    unknown = test.filter(pl.col("text").is_null())
-    if unknown.height:
-        raise InputError(
-            f"{test_items}: no text for test item {unknown['item_id'][0]!r} "
-            f"({unknown.height} items missing). Give every item of the accuracy file an 'id' and 'text'."
-        )
-    if "text" not in layout.samples.columns or layout.samples["text"].null_count():
-        raise InputError(
-            "group pairing needs the text of every training probe; this run's samples were given as "
-            "token ids. Re-capture from a samples file with 'text', or leave out --test-items."
-        )
     train_texts = layout.samples["text"].to_list()
     embedded = embed_texts(train_texts + test["text"].to_list(), method=config.embedder)
     train_vec, test_vec = embedded.vectors[: len(train_texts)], embedded.vectors[len(train_texts) :]
@@ -463,14 +472,35 @@ def analyze_run(
     >>> result = analyze_run("runs/demo", accuracy="runs/demo/accuracy.jsonl")  # doctest: +SKIP
     >>> result.tables["correlations"].select("domain", "metric", "pearson_r")  # doctest: +SKIP
     """
+    func = "analyze_run"
+    config = check_instance(func, "config", config, AnalyzeConfig, allow_none=True)
     config = config or AnalyzeConfig()
+    run = check_path(func, "run", run)
+    accuracy = None if accuracy is None else check_paths(func, "accuracy", accuracy)
+    test_items = check_path(func, "test_items", test_items, allow_none=True)
+    check_bool(func, "progress", progress)
+    check_bool(func, "write", write)
     if test_items is not None and accuracy is None:
         raise InputError(
             "--test-items needs --accuracy: test groups come from per-item correctness."
         )
+    from pathwatch.capture.samples import read_samples  # capture's package imports torch
+
+    # every input is read and checked against the run before the first unit is
+    truth = read_accuracy(accuracy) if accuracy is not None else None
+    items = read_samples(test_items) if test_items is not None else None
     store = _open_run(run)
+    table = store.samples()
+    rows = _probes(store, table, config)
+    test = None
+    if truth is not None:
+        _check_ground_truth(truth, sorted(table[rows]["domain"].unique().to_list()), store.steps)
+        if truth.correctness is not None:
+            test_onsets = generalization_table(truth.correctness)
+            if items is not None:
+                test = _test_texts(items, test_items, test_onsets, table[rows])
     losses = _losses(store, progress)
-    layout, epsilon, notes = _layout(store, losses, config)
+    layout, epsilon, notes = _layout(store, table, rows, losses, config)
     samples, groups = _routing_pass(store, layout, losses, config, progress)
     n_nan = groups.filter((pl.col("domain") == POOLED) & (pl.col("group") == "all"))[
         "consistency_nan"
@@ -488,8 +518,8 @@ def analyze_run(
         "epsilon": epsilon,
         "group_metrics": groups,
     }
-    if accuracy is not None:
-        acc, correctness = _ground_truth(accuracy, layout, store.steps)
+    if truth is not None:
+        acc = _pooled_accuracy(truth.accuracy, truth.correctness)
         series = _metric_series(groups, layout, config)
         metrics = {m: needs for m, needs in TABLE1_METRICS.items() if m in series.columns}
         tables["accuracy"] = acc
@@ -502,10 +532,10 @@ def analyze_run(
             n_boot=config.n_boot,
             seed=config.seed,
         )
-        if correctness is not None:
-            tables["test_onsets"] = generalization_table(correctness)
-            if test_items is not None:
-                tables["matches"] = _matches(layout, tables["test_onsets"], test_items, config)
+        if truth.correctness is not None:
+            tables["test_onsets"] = test_onsets
+            if test is not None:
+                tables["matches"] = _matches(layout, test, config)
                 notes += _delay_notes(tables["matches"])
             else:
                 notes.append("group pairing skipped: give --test-items with the test items' texts")

@@ -273,7 +273,7 @@ def test_domains_pool_tasks_with_distinct_item_ids(tmp_path):
         (
             "items.jsonl",
             '{"step": 1, "domain": "m", "item_id": "a", "correct": 1}\n{"step": 1, "domain": ',
-            r"items.jsonl:2: not valid JSON",
+            r"items.jsonl:2: malformed JSON",
         ),
         (
             "items.jsonl",
@@ -285,7 +285,7 @@ def test_domains_pool_tasks_with_distinct_item_ids(tmp_path):
             '{"step": 1, "domain": "m", "correct": 1}\n',
             r"items.jsonl:1: field 'item_id' is missing",
         ),
-        ("items.jsonl", "[1, 2]\n", r"items.jsonl:1: expected a JSON object; got list"),
+        ("items.jsonl", "[1, 2]\n", r"items.jsonl:1: each line must be a JSON object; got list"),
         (
             "items.jsonl",
             '{"step": 1, "domain": "m", "item_id": "a", "correct": 1}\n' * 2,
@@ -310,7 +310,7 @@ def test_bad_files_get_one_line_errors(tmp_path, name, content, match):
 
 
 def test_missing_paths_and_steps(tmp_path):
-    with pytest.raises(InputError, match="no such file or directory"):
+    with pytest.raises(InputError, match="Accuracy file .* does not exist"):
         read_accuracy(tmp_path / "nope.csv")
     with pytest.raises(InputError, match="holds no lm-eval"):
         read_accuracy(tmp_path)
@@ -336,5 +336,5 @@ def test_renaming_applies_once_and_unreadable_files_are_named(tmp_path):
     assert renamed.rows() == [(1, "b", 0.5, None), (1, "c", 0.25, None)]
     binary = tmp_path / "items.jsonl"
     binary.write_bytes(b"\xff\xfe\x00garbage\n")
-    with pytest.raises(InputError, match=r"items.jsonl: cannot be read"):
+    with pytest.raises(InputError, match=r"Cannot read accuracy file .*items.jsonl"):
         read_accuracy(binary)

@@ -7,14 +7,15 @@ its position) and a ``domain`` (default ``"default"``; ``"all"`` is reserved for
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from pathwatch._files import one_line, read_jsonl, require_path, unreadable
+from pathwatch._validate import check_path
 from pathwatch.errors import InputError
 
 DEFAULT_DOMAIN = "default"
@@ -79,10 +80,6 @@ def _int_list(value: object, where: str, field: str) -> tuple[int, ...]:
 def _short(value: object, limit: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())
 
 
 def _text(value: object, where: str, field: str) -> str:
@@ -186,23 +183,6 @@ def check_samples(items: Iterable[tuple[object, str]]) -> list[Sample]:
     return samples
 
 
-def _jsonl_rows(path: Path, text: str) -> Iterator[tuple[object, str]]:
-    for lineno, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{lineno}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(
-                f"{where}: malformed JSON ({exc.msg} at column {exc.colno}); "
-                "each line must be one JSON object."
-            ) from exc
-        if not isinstance(row, dict):
-            raise InputError(f"{where}: each line must be a JSON object; got {type(row).__name__}.")
-        yield row, where
-
-
 def _parquet_rows(path: Path) -> list[tuple[object, str]]:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -210,7 +190,7 @@ def _parquet_rows(path: Path) -> list[tuple[object, str]]:
     try:
         table = pq.read_table(path)
     except pa.ArrowException as exc:
-        raise InputError(f"Cannot read samples file {path} as Parquet: {_one_line(exc)}.") from exc
+        raise InputError(f"Cannot read samples file {path} as Parquet: {one_line(exc)}.") from exc
     return [(row, f"{path}:row {i}") for i, row in enumerate(table.to_pylist(), start=1)]
 
 
@@ -244,20 +224,19 @@ def read_samples(path: str | Path) -> list[Sample]:
     >>> read_samples(p)[0].domain
     'math'
     """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(
-            f"Samples file {path} does not exist or is not a file; pass a JSONL or Parquet file "
-            "with a 'text' or 'input_ids' field."
-        )
+    path = require_path(
+        check_path("read_samples", "path", path),
+        "Samples file",
+        "pass a JSONL or Parquet file with a 'text' or 'input_ids' field",
+    )
     try:
         if path.suffix.lower() in _PARQUET_SUFFIXES:
             rows: Iterable[tuple[object, str]] = _parquet_rows(path)
         else:
-            rows = _jsonl_rows(path, path.read_text(encoding="utf-8"))
+            rows = ((row, f"{path}:{n}") for n, row in read_jsonl(path, "samples file"))
         samples = check_samples(rows)
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"Cannot read samples file {path}: {_one_line(exc)}.") from exc
+    except OSError as exc:
+        raise unreadable(path, "samples file", exc) from exc
     except InputError as exc:
         if str(exc).startswith("No samples"):
             raise InputError(f"{path}: the file has no samples; add lines with 'text'.") from None

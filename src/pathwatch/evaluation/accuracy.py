@@ -15,7 +15,6 @@ Accepted inputs (``--accuracy FILE``; a directory is searched recursively for th
 from __future__ import annotations
 
 import csv
-import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from pathwatch._files import read_json, read_jsonl, require_path, unreadable
 from pathwatch.dynamics.onsets import generalization_onset
 from pathwatch.errors import InputError
 
@@ -41,6 +41,7 @@ CORRECTNESS_SCHEMA = {
     "correct": pl.Int8,
 }
 LM_EVAL_METRICS = ("acc", "exact_match", "acc_norm")
+_WHAT = "accuracy file"  # how file errors name these files
 """Metrics read from lm-eval files when none is named, in order of preference."""
 
 _STEP_WORD = re.compile(r"(?:step|checkpoint|ckpt|iter|global_step)[-_]?(\d+)", re.IGNORECASE)
@@ -69,34 +70,6 @@ class AccuracyTables:
 
 def _fail(where: str, message: str) -> InputError:
     return InputError(f"{where}: {message}")
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise _fail(
-            f"{path}:{exc.lineno}", f"not valid JSON ({exc.msg}). Fix or re-export the file."
-        ) from exc
-
-
-def _jsonl(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
-    """(line number, record) for every non-blank line of a JSONL file."""
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise _fail(
-                    f"{path}:{number}", f"not valid JSON ({exc.msg}). Fix or remove the line."
-                ) from exc
-            if not isinstance(record, dict):
-                raise _fail(
-                    f"{path}:{number}", f"expected a JSON object; got {type(record).__name__}."
-                )
-            yield number, record
 
 
 _CHECKS = {
@@ -150,7 +123,7 @@ def _read_table(path: Path) -> pl.DataFrame:
         except (csv.Error, UnicodeDecodeError) as exc:
             raise _fail(str(path), f"not a readable CSV file ({exc}).") from exc
     else:
-        data = _read_json(path)
+        data = read_json(path, _WHAT)
         if not isinstance(data, list):
             raise _fail(str(path), "expected a JSON list of records with step, domain, accuracy.")
         rows = [
@@ -168,7 +141,7 @@ def _read_table(path: Path) -> pl.DataFrame:
 
 def _read_items(path: Path) -> pl.DataFrame:
     """Per-item JSONL: step, domain, item_id, correct."""
-    rows = [(f"{path}:{n}", r) for n, r in _jsonl(path)]
+    rows = [(f"{path}:{n}", r) for n, r in read_jsonl(path, _WHAT)]
     if not rows:
         raise _fail(
             str(path), "no lines; expected JSON objects with step, domain, item_id, correct."
@@ -226,7 +199,7 @@ def _pick_metric(available: Iterable[str], metric: str | None, where: str) -> st
 
 
 def _read_lm_eval_results(path: Path, metric: str | None) -> pl.DataFrame:
-    data = _read_json(path)
+    data = read_json(path, _WHAT)
     results = data.get("results") if isinstance(data, dict) else None
     if not isinstance(results, dict) or not results:
         raise _fail(
@@ -248,9 +221,9 @@ def _read_lm_eval_samples(path: Path, metric: str | None) -> pl.DataFrame:
     date = _DATE_ID.search(path.stem)
     task = path.stem[len("samples_") : date.start()] if date else path.stem[len("samples_") :]
     sibling = path.with_name(f"results_{date.group(1)}.json") if date else None
-    step = _lm_eval_step(path, _read_json(sibling) if sibling and sibling.is_file() else None)
+    step = _lm_eval_step(path, read_json(sibling, _WHAT) if sibling and sibling.is_file() else None)
     rows, chosen_filter, key = [], None, None
-    for number, record in _jsonl(path):
+    for number, record in read_jsonl(path, _WHAT):
         where = f"{path}:{number}"
         flt = record.get("filter", "none")
         if chosen_filter is None:
@@ -271,8 +244,9 @@ def _read_lm_eval_samples(path: Path, metric: str | None) -> pl.DataFrame:
 def _files(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
-    if not path.is_dir():
-        raise InputError(f"{path}: no such file or directory. Pass an existing accuracy file.")
+    require_path(
+        path, "Accuracy file", "pass an existing accuracy file or lm-eval directory", directory=True
+    )
     samples = sorted(path.rglob("samples_*.jsonl"))
     files = samples or sorted(path.rglob("results_*.json"))
     if not files:
@@ -360,9 +334,7 @@ def read_accuracy(
         try:
             kind, table = _read_file(file, metric)
         except (OSError, UnicodeDecodeError) as exc:
-            raise _fail(
-                str(file), f"cannot be read ({exc}). Check the path and its permissions."
-            ) from exc
+            raise unreadable(file, _WHAT, exc) from exc
         (items if kind == "items" else tables).append(table)
     rename = pl.col("domain").replace(dict(domains)) if domains else pl.col("domain")
     tables = [table.with_columns(rename) for table in tables]

@@ -7,7 +7,6 @@ the tables; nothing is asserted that the data do not show.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +15,9 @@ import numpy as np
 import polars as pl
 
 from pathwatch.analysis import GROUP_SCHEMA
-from pathwatch.errors import InputError
+from pathwatch.errors import InputError, StoreError
+from pathwatch.store import RunStore
+from pathwatch.store.manifest import MANIFEST_NAME, Manifest
 
 POOLED = "all"
 """The ``domain`` (and ``group``) value of the pooled rows."""
@@ -64,7 +65,7 @@ class RunTables:
     """The analysis tables of one run; optional tables are ``None`` when the run has none."""
 
     run_dir: Path
-    manifest: dict
+    manifest: Manifest
     sample_metrics: pl.DataFrame
     onsets: pl.DataFrame
     epsilon: pl.DataFrame
@@ -115,25 +116,26 @@ def _fix(run_dir: Path) -> str:
     return f"run `pathwatch analyze {run_dir}` first"
 
 
-def _read_table(run_dir: Path, name: str, columns: tuple[str, ...]) -> pl.DataFrame:
-    path = run_dir / "tables" / f"{name}.parquet"
+def _read_table(store: RunStore, name: str, columns: tuple[str, ...]) -> pl.DataFrame:
+    """The columns the report reads of one analysis table; InputError naming the table and the fix."""
+    path = store.table_path(name)
     try:
-        schema = pl.read_parquet_schema(path)
-    except (OSError, pl.exceptions.PolarsError) as exc:
+        missing = [c for c in columns if c not in store.table_columns(name)]
+        if not missing:
+            return store.read_table(name, columns=columns)
+    except StoreError as exc:
         raise InputError(
-            f"{path}: cannot read the analysis table ({type(exc).__name__}); {_fix(run_dir)}."
+            f"{path}: cannot read the analysis table ({type(exc).__name__}); {_fix(store.path)}."
         ) from exc
-    missing = [c for c in columns if c not in schema]
-    if missing:
-        raise InputError(
-            f"{path}: missing column(s) {', '.join(missing)}; the table is from another version, "
-            f"{_fix(run_dir)} again."
-        )
-    return pl.read_parquet(path, columns=list(columns))
+    raise InputError(
+        f"{path}: missing column(s) {', '.join(missing)}; the table is from another version, "
+        f"{_fix(store.path)} again."
+    )
 
 
 def load_tables(run_dir: str | Path) -> RunTables:
-    """Read and validate the manifest and analysis tables of a run directory.
+    """Read and validate the manifest and analysis tables of a run directory (through its
+    :class:`~pathwatch.store.RunStore`).
 
     Parameters
     ----------
@@ -156,32 +158,28 @@ def load_tables(run_dir: str | Path) -> RunTables:
         raise InputError(
             f"{run_dir}: not a run directory; pass the directory written by `pathwatch capture`."
         )
-    manifest_path = run_dir / "manifest.json"
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except FileNotFoundError as exc:
+    manifest_path = run_dir / MANIFEST_NAME
+    if not manifest_path.is_file():
         raise InputError(
             f"{manifest_path}: no manifest; pass a run directory written by `pathwatch capture`."
-        ) from exc
-    except (OSError, ValueError) as exc:
+        )
+    try:
+        store = RunStore(run_dir)
+    except StoreError as exc:
         raise InputError(
             f"{manifest_path}: unreadable manifest ({exc}); re-run `pathwatch capture`."
         ) from exc
-    if not isinstance(manifest, dict):
-        raise InputError(f"{manifest_path}: the manifest must be a JSON object; re-run capture.")
-    required = {name: _read_table(run_dir, name, cols) for name, cols in REQUIRED.items()}
+    required = {name: _read_table(store, name, cols) for name, cols in REQUIRED.items()}
     optional = {
-        name: _read_table(run_dir, name, cols)
-        if (run_dir / "tables" / f"{name}.parquet").exists()
-        # a table the analysis did not write
-        else None
+        # None: a table the analysis did not write
+        name: _read_table(store, name, cols) if store.has_table(name) else None
         for name, cols in OPTIONAL.items()
     }
     if required["group_metrics"].is_empty():
         raise InputError(
-            f"{run_dir / 'tables' / 'group_metrics.parquet'}: the table is empty; {_fix(run_dir)}."
+            f"{store.table_path('group_metrics')}: the table is empty; {_fix(run_dir)}."
         )
-    return RunTables(run_dir=run_dir, manifest=manifest, **required, **optional)
+    return RunTables(run_dir=run_dir, manifest=store.manifest, **required, **optional)
 
 
 # ---------------------------------------------------------------------------------------- findings
@@ -217,8 +215,7 @@ def _run_finding(t: RunTables) -> Finding:
     steps = t.steps
     domains = t.domains[1:]
     n_samples = t.onsets.height
-    model = t.manifest.get("model", {}) if isinstance(t.manifest.get("model"), dict) else {}
-    family = model.get("family") or model.get("model_type")
+    family = t.manifest.model.family or t.manifest.model.model_type
     of_model = f" (model family {family})" if family else ""
     text = (
         f"{n_samples:,} training samples in {len(domains)} domain(s) ({', '.join(domains)}), "

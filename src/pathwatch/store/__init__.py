@@ -16,7 +16,7 @@ files for distributed workers, and reading and writing every file of it. :func:`
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,7 +34,7 @@ from pathwatch.store._io import (
     write_atomic,
 )
 from pathwatch.store.manifest import MANIFEST_NAME, Manifest
-from pathwatch.store.tables import read_table, write_table
+from pathwatch.store.tables import read_schema, read_table, write_table
 from pathwatch.store.units import (
     CheckpointData,
     _load,
@@ -281,9 +281,21 @@ class RunStore:
         """Write ``RUN/tables/<name>.parquet`` atomically."""
         return write_table(frame, self.table_path(name))
 
-    def read_table(self, name: str) -> pl.DataFrame:
-        """Read ``RUN/tables/<name>.parquet``."""
-        return read_table(self.table_path(name))
+    def read_table(self, name: str, *, columns: Sequence[str] | None = None) -> pl.DataFrame:
+        """Read ``RUN/tables/<name>.parquet`` (only ``columns``, if given).
+
+        Raises StoreError if it is missing, IntegrityError if it is damaged or lacks a column.
+        """
+        return read_table(self.table_path(name), columns=columns)
+
+    def table_columns(self, name: str) -> list[str]:
+        """The column names of ``RUN/tables/<name>.parquet``, read from its footer alone."""
+        return list(read_schema(self.table_path(name)))
+
+    def has_table(self, name: str) -> bool:
+        """Whether ``RUN/tables/<name>.parquet`` exists (an analysis writes some tables only
+        with ground truth)."""
+        return self.table_path(name).exists()
 
 
 def _is_ours(name: str) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,11 +31,19 @@ def write_table(frame: pl.DataFrame, path: Path) -> Path:
     return Path(path)
 
 
-def read_table(path: Path) -> pl.DataFrame:
-    """Read a Parquet table; StoreError if it is missing, IntegrityError if it is not Parquet."""
+def read_table(path: Path, *, columns: Sequence[str] | None = None) -> pl.DataFrame:
+    """Read a Parquet table (only ``columns``, if given); StoreError if it is missing,
+    IntegrityError if it is not Parquet or lacks one of ``columns``."""
     import polars as pl
 
     path = Path(path)
+    if columns is not None:
+        missing = [c for c in columns if c not in read_schema(path)]
+        if missing:
+            raise IntegrityError(
+                f"{path}: missing column(s) {', '.join(missing)}; the table is from another "
+                "version. Re-run the step that writes it."
+            )
     try:
         data = path.read_bytes()
     except FileNotFoundError as exc:
@@ -42,9 +51,27 @@ def read_table(path: Path) -> pl.DataFrame:
     except OSError as exc:
         raise store_error(path, "reading", exc) from exc
     try:
-        return pl.read_parquet(io.BytesIO(data))
+        return pl.read_parquet(io.BytesIO(data), columns=None if columns is None else list(columns))
     except pl.exceptions.PolarsError as exc:
-        raise IntegrityError(
-            f"{path}: not a readable Parquet table ({type(exc).__name__}). Delete it and re-run "
-            "the step that writes it."
-        ) from exc
+        raise _not_parquet(path, exc) from exc
+
+
+def read_schema(path: Path) -> dict[str, pl.DataType]:
+    """Column name -> dtype of a Parquet table, without reading its data."""
+    import polars as pl
+
+    try:
+        return dict(pl.read_parquet_schema(path))
+    except FileNotFoundError as exc:
+        raise StoreError(f"{path}: missing. Run the step that writes it first.") from exc
+    except OSError as exc:
+        raise store_error(path, "reading", exc) from exc
+    except pl.exceptions.PolarsError as exc:
+        raise _not_parquet(path, exc) from exc
+
+
+def _not_parquet(path: Path, exc: Exception) -> IntegrityError:
+    return IntegrityError(
+        f"{path}: not a readable Parquet table ({type(exc).__name__}). Delete it and re-run "
+        "the step that writes it."
+    )
