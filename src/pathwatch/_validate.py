@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from numbers import Integral, Real
 from pathlib import Path
 from typing import Any, TypeVar
@@ -146,9 +146,10 @@ def check_paths(func: str, name: str, value: Any) -> list[Path]:
     """One path or a non-empty sequence of paths, as a list of Paths."""
     if isinstance(value, (str, os.PathLike)):
         return [check_path(func, name, value)]
-    if not isinstance(value, Sequence) or not value:
+    items = list(value) if isinstance(value, Iterable) else []
+    if not items:
         raise invalid_parameter(func, name, "a path or a non-empty list of paths", value)
-    return [check_path(func, name, item) for item in value]
+    return [check_path(func, name, item) for item in items]
 
 
 def check_instance(func: str, name: str, value: Any, kind: type[T], *, allow_none: bool) -> Any:
@@ -158,3 +159,17 @@ def check_instance(func: str, name: str, value: Any, kind: type[T], *, allow_non
     if not isinstance(value, kind):
         raise invalid_parameter(func, name, _expected(f"a {kind.__name__}", "", allow_none), value)
     return value
+
+
+def check_array(func: str, name: str, value: Any, *, dtype: Any = float) -> Any:
+    """``value`` as a numpy array of ``dtype`` (numbers by default); a string, an object or a
+    ragged list is refused with the one-line error. Shapes are the caller's to check."""
+    import numpy as np
+
+    if not isinstance(value, (str, bytes)):
+        try:
+            return np.asarray(value, dtype=dtype)
+        except (TypeError, ValueError, OverflowError):
+            pass
+    kind = "numbers" if dtype is float else np.dtype(dtype).name
+    raise invalid_parameter(func, name, f"an array of {kind}", value)

@@ -9,6 +9,7 @@ fast. The stages validate against the same name tuples.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -172,7 +173,11 @@ class AnalyzeConfig:
             self, "max_pairs", check_int(func, "max_pairs", self.max_pairs, low=1, allow_none=True)
         )
         domains = self.validation_domains
-        if isinstance(domains, str) or not all(isinstance(d, str) and d for d in domains):
+        if (
+            isinstance(domains, str)
+            or not isinstance(domains, Iterable)
+            or not all(isinstance(d, str) and d for d in domains)
+        ):
             raise invalid_parameter(
                 func, "validation_domains", "a tuple of non-empty domain names", domains
             )

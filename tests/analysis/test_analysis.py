@@ -195,6 +195,49 @@ def test_corrupt_unit_is_detected_not_analysed(captured_testbed, tmp_path):
     assert not (run / "tables").exists()
 
 
+def _run_with_every_unit_damaged(captured_testbed, tmp_path):
+    """A copy of the run whose units all fail their checksum: reading any unit is an error."""
+    run = tmp_path / "run"
+    shutil.copytree(captured_testbed.run, run)
+    for unit in (run / "units").rglob("*.safetensors"):
+        data = bytearray(unit.read_bytes())
+        data[-3] ^= 0xFF
+        unit.write_bytes(bytes(data))
+    return run
+
+
+@pytest.mark.parametrize(
+    ("accuracy", "items", "message"),
+    [
+        (
+            '{"step": 0, "domain": "add", "item_id": "a", "correct": 1}\n{"step": ',
+            None,
+            "malformed",
+        ),
+        ("step,domain,accuracy\n0,chemistry,0.1\n", None, "share none"),
+        ("step,domain,accuracy\n7,add,0.1\n", None, "none of its steps"),
+        (None, '{"id": "x", "domain": "add", "text": "1 + 1 = 2"}\n', "no text for test item"),
+        (None, '{"id": "x", "domain": "add", "text": ', "malformed"),
+    ],
+    ids=["malformed-accuracy", "foreign-domains", "foreign-steps", "unknown-item", "bad-items"],
+)
+def test_inputs_are_checked_before_the_first_unit_is_read(
+    captured_testbed, tmp_path, accuracy, items, message
+):
+    run = _run_with_every_unit_damaged(captured_testbed, tmp_path)
+    acc = captured_testbed.testbed.accuracy_file
+    if accuracy is not None:
+        acc = tmp_path / ("acc.jsonl" if accuracy.startswith("{") else "acc.csv")
+        acc.write_text(accuracy)
+    test_items = None
+    if items is not None:
+        test_items = tmp_path / "items.jsonl"
+        test_items.write_text(items)
+    with pytest.raises(InputError, match=message):  # not the IntegrityError of the first unit
+        analyze_run(run, accuracy=acc, test_items=test_items, progress=False)
+    assert not (run / "tables").exists()
+
+
 def test_accuracy_with_foreign_domains(captured_testbed, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(captured_testbed.run, run)

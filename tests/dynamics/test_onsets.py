@@ -110,7 +110,7 @@ def test_non_finite_loss_names_sample_and_checkpoint(bad):
         ({"steps": [1, 2.5, 3]}, "integer checkpoint steps"),
         ({"eps": 0.0}, "'eps' parameter .* positive"),
         ({"eps": [0.1, 0.2, 0.3]}, "'eps' parameter .* an array of 2 floats"),
-        ({"delta": -1.0}, "'delta' parameter .* non-negative"),
+        ({"delta": -1.0}, "'delta' parameter .* a float >= 0"),
     ],
 )
 def test_memorization_bad_input(kwargs, match):

@@ -310,7 +310,7 @@ def test_bad_files_get_one_line_errors(tmp_path, name, content, match):
 
 
 def test_missing_paths_and_steps(tmp_path):
-    with pytest.raises(InputError, match="Accuracy file .* does not exist"):
+    with pytest.raises(InputError, match=r"Accuracy file .* does not exist"):
         read_accuracy(tmp_path / "nope.csv")
     with pytest.raises(InputError, match="holds no lm-eval"):
         read_accuracy(tmp_path)

@@ -194,16 +194,16 @@ def test_identical_pathways_have_zero_distance():
         ),
         (
             lambda p: pw.mean_pairwise_distance(p, max_pairs=0),
-            "The 'max_pairs' parameter of pairwise_distance_stats must be None or a positive int. Got 0 instead.",
+            "The 'max_pairs' parameter of pairwise_distance_stats must be None or an int >= 1. Got 0 instead.",
         ),
         (lambda p: pw.mean_pairwise_distance(p, max_pairs=2.5), "'max_pairs' parameter"),
         (
             lambda p: pw.mean_pairwise_distance(p, seed=-1),
-            "The 'seed' parameter of pairwise_distance_stats must be a non-negative int.",
+            "The 'seed' parameter of pairwise_distance_stats must be an int >= 0.",
         ),
         (
             lambda p: pw.mean_pairwise_distance(p, workers=0),
-            "'workers' parameter of pairwise_distance_stats must be a positive int or -1",
+            "'workers' parameter of pairwise_distance_stats must be an int >= 1, or -1 for all cores",
         ),
         (
             lambda p: pairwise_distance_stats(p, layer=3),

@@ -19,12 +19,14 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from pathwatch._validate import check_bool, check_choice, check_int
 from pathwatch.capture.families import Routers, find_routers
 from pathwatch.capture.hooks import RoutingRecorder
 from pathwatch.capture.samples import Encoded, Sample, check_samples, encode_samples, read_samples
 from pathwatch.capture.virtual import FAMILY as VIRTUAL_FAMILY
 from pathwatch.capture.virtual import VirtualExperts, VirtualRecorder, fit_virtual_experts
-from pathwatch.errors import InputError, invalid_parameter, unknown_name
+from pathwatch.config import WEIGHTS
+from pathwatch.errors import InputError, invalid_parameter
 
 __all__ = ["Capture", "Sample", "VirtualExperts", "capture", "fit_virtual_experts", "read_samples"]
 
@@ -63,13 +65,21 @@ class Capture:
     family: str
 
 
-def _check_options(batch_size: object, max_length: object, padding_side: object) -> None:
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise invalid_parameter("capture", "batch_size", "an int >= 1", batch_size)
-    if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 2:
-        raise invalid_parameter("capture", "max_length", "an int >= 2", max_length)
-    if padding_side not in PADDING_SIDES:
-        raise unknown_name("padding_side", str(padding_side), PADDING_SIDES)
+def _check_options(
+    tokenizer: object,
+    batch_size: object,
+    max_length: object,
+    padding_side: object,
+    progress: object,
+    weights: object,
+) -> None:
+    if tokenizer is not None and not callable(tokenizer):
+        raise invalid_parameter("capture", "tokenizer", "None or a tokenizer (callable)", tokenizer)
+    check_int("capture", "batch_size", batch_size, low=1)
+    check_int("capture", "max_length", max_length, low=2)
+    check_choice("capture", "padding_side", padding_side, PADDING_SIDES)
+    check_bool("capture", "progress", progress)
+    check_choice("capture", "weights", weights, WEIGHTS)
 
 
 def _pad(
@@ -228,7 +238,7 @@ def capture(
     >>> cap.mean_weights.shape  # doctest: +SKIP
     (2, 16, 64)
     """
-    _check_options(batch_size, max_length, padding_side)
+    _check_options(tokenizer, batch_size, max_length, padding_side, progress, weights)
     if weights != "softmax" and virtual_experts is not None:
         raise invalid_parameter(
             "capture", "weights", "'softmax' with virtual_experts (they have no top-k)", weights

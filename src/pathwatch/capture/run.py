@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pathwatch import __version__
-from pathwatch._validate import check_bool, check_instance, check_path
+from pathwatch._validate import check_bool, check_instance, check_path, is_int
 from pathwatch.config import CaptureConfig
 from pathwatch.distributed import Unit, launched_processes, run_ray, run_units
 from pathwatch.errors import (
@@ -60,13 +60,17 @@ class _Checkpoint:
 
 def _checkpoint_dirs(checkpoints: Sequence[str | os.PathLike]) -> list[Path]:
     """Resolved checkpoint directories; InputError naming the first missing or unreadable one."""
-    if isinstance(checkpoints, (str, os.PathLike)) or not checkpoints:
+    if (
+        isinstance(checkpoints, (str, os.PathLike))
+        or not isinstance(checkpoints, Sequence)
+        or not checkpoints
+    ):
         raise invalid_parameter(
             "capture_run", "checkpoints", "a non-empty list of directories", checkpoints
         )
     dirs = []
     for raw in checkpoints:
-        path = Path(raw).expanduser()
+        path = check_path("capture_run", "checkpoints", raw)
         if not path.is_dir():
             raise InputError(
                 f"Checkpoint directory {path} does not exist or is not a directory; pass a directory "
@@ -94,8 +98,11 @@ def _steps(dirs: list[Path], steps: Sequence[int] | None) -> list[int]:
                 )
             parsed.append(int(match.group(1)))
         steps = parsed
-    elif len(steps) != len(dirs) or not all(
-        isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in steps
+    elif (
+        isinstance(steps, str)
+        or not isinstance(steps, Sequence)
+        or len(steps) != len(dirs)
+        or not all(is_int(s) and s >= 0 for s in steps)
     ):
         raise invalid_parameter(
             "capture_run", "steps", f"{len(dirs)} non-negative ints, one per checkpoint", steps
@@ -108,7 +115,7 @@ def _steps(dirs: list[Path], steps: Sequence[int] | None) -> list[int]:
                 "its own step (pass --steps)."
             )
         seen[step] = path
-    return list(steps)
+    return [int(s) for s in steps]
 
 
 def _model_info(model: Any, virtual_experts: int | None) -> ModelInfo:

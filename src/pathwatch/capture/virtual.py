@@ -22,6 +22,7 @@ Everything downstream (pathways, distance, consistency, onsets, correlations) is
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pathwatch._validate import check_array, check_int, is_int
 from pathwatch.capture.hooks import MaskedMeanRecorder
 from pathwatch.errors import IntegrityError, UnsupportedModelError, invalid_parameter
 from pathwatch.store import RunStore
@@ -130,6 +132,27 @@ class VirtualExperts:
     layers: tuple[int, ...]
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        func = "VirtualExperts"
+        assignment = check_array(func, "assignment", self.assignment, dtype=np.int64)
+        if assignment.ndim != 2 or assignment.size == 0 or assignment.min() < 0:
+            raise invalid_parameter(
+                func, "assignment", "an (L, I) array of cluster ids >= 0", self.assignment
+            )
+        layers = self.layers
+        if (
+            isinstance(layers, (str, bytes))
+            or not isinstance(layers, Sequence)
+            or len(layers) != len(assignment)
+            or not all(is_int(i) and i >= 0 for i in layers)
+        ):
+            raise invalid_parameter(
+                func, "layers", f"{len(assignment)} decoder-layer indices (ints >= 0)", layers
+            )
+        object.__setattr__(self, "assignment", assignment)
+        object.__setattr__(self, "layers", tuple(int(i) for i in layers))
+        object.__setattr__(self, "seed", check_int(func, "seed", self.seed, low=0))
+
     @property
     def n_experts(self) -> int:
         """Number of virtual experts K per layer."""
@@ -203,12 +226,8 @@ def fit_virtual_experts(model: nn.Module, n_experts: int, *, seed: int = 0) -> V
     """
     mlps = dense_mlps(model)
     width = mlps[0].inputs.out_features
-    if not isinstance(n_experts, int) or isinstance(n_experts, bool) or not 2 <= n_experts <= width:
-        raise invalid_parameter(
-            "fit_virtual_experts", "n_experts", f"an int in [2, {width}]", n_experts
-        )
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise invalid_parameter("fit_virtual_experts", "seed", "an int >= 0", seed)
+    check_int("fit_virtual_experts", "n_experts", n_experts, low=2, high=width)
+    check_int("fit_virtual_experts", "seed", seed, low=0)
     assignment = np.stack(
         [_kmeans(m.inputs.weight.detach().float().cpu().numpy(), n_experts, seed) for m in mlps]
     )

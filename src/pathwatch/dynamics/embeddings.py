@@ -13,7 +13,7 @@ takes any (N, D) array):
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from typing import Any, NamedTuple
 
@@ -22,8 +22,9 @@ from numpy.lib.stride_tricks import sliding_window_view
 from numpy.typing import NDArray
 from scipy import sparse
 
+from pathwatch._validate import check_bool, check_choice, check_int, check_text
 from pathwatch.config import EMBEDDERS
-from pathwatch.errors import InputError, invalid_parameter, unknown_name
+from pathwatch.errors import InputError, invalid_parameter
 
 MINILM = "all-MiniLM-L6-v2"
 NGRAM = "char-ngram-tfidf"
@@ -144,10 +145,14 @@ def embed_texts(
     >>> emb.vectors.shape, emb.method
     ((3, 256), 'char-ngram-tfidf')
     """
-    if method not in EMBEDDERS:
-        raise unknown_name("embedding method", method, EMBEDDERS)
-    if isinstance(texts, str):
-        raise invalid_parameter("embed_texts", "texts", "a sequence of strings", texts[:40])
+    func = "embed_texts"
+    check_choice(func, "method", method, EMBEDDERS)
+    if isinstance(texts, (str, bytes)) or not isinstance(texts, Iterable):
+        raise invalid_parameter(func, "texts", "a sequence of strings", texts)
+    check_int(func, "dim", dim, low=1)
+    check_int(func, "batch_size", batch_size, low=1)
+    check_text(func, "device", device)
+    check_bool(func, "progress", progress)
     texts = list(texts)
     bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
     if bad is not None:
@@ -155,8 +160,6 @@ def embed_texts(
             f"The 'texts' parameter of embed_texts must hold strings; item {bad} is "
             f"{type(texts[bad]).__name__}. Decode token ids to text first."
         )
-    if not (isinstance(dim, int) and dim > 0):
-        raise invalid_parameter("embed_texts", "dim", "a positive int", dim)
     if method == "auto":
         method = "minilm" if minilm_available() else "ngram"
         if method == "ngram":

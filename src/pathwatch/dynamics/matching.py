@@ -13,6 +13,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy import sparse
 from scipy.optimize import linear_sum_assignment
 
+from pathwatch._validate import check_array
 from pathwatch.dynamics.onsets import NEVER
 from pathwatch.errors import InputError, invalid_parameter
 
@@ -30,7 +31,7 @@ MATCH_SCHEMA = {
 
 def _unit_rows(embeddings: ArrayLike, name: str, n: int) -> NDArray[np.float64]:
     """Validate (n, D) embeddings and scale every row to unit length."""
-    arr = np.asarray(embeddings, dtype=np.float64)
+    arr = check_array("match_groups", name, embeddings)
     if arr.ndim != 2 or arr.shape[0] != n:
         raise invalid_parameter("match_groups", name, f"an array of shape ({n}, D)", arr.shape)
     norms = np.linalg.norm(arr, axis=1, keepdims=True)

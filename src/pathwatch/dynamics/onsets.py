@@ -15,6 +15,7 @@ import numpy as np
 import polars as pl
 from numpy.typing import ArrayLike, NDArray
 
+from pathwatch._validate import check_array, check_float, is_real
 from pathwatch.errors import InputError, invalid_parameter
 
 NEVER = -1
@@ -69,7 +70,7 @@ def _steps(steps: ArrayLike, n_checkpoints: int, func: str) -> NDArray[np.int64]
 
 def _losses(losses: ArrayLike, func: str) -> NDArray[np.float64]:
     """Validate an (N, T) loss matrix: numeric, finite, at least one checkpoint."""
-    arr = np.asarray(losses, dtype=np.float64)
+    arr = check_array(func, "losses", losses)
     if arr.ndim != 2 or arr.shape[1] == 0:
         raise invalid_parameter(
             func, "losses", "a 2-D array of shape (N samples, T checkpoints)", arr.shape
@@ -127,13 +128,12 @@ def memorization_onset(
     func = "memorization_onset"
     arr = _losses(losses, func)
     step_arr = _steps(steps, arr.shape[1], func)
-    eps_arr = np.asarray(eps, dtype=np.float64)
+    eps_arr = check_array(func, "eps", eps)
     if eps_arr.ndim > 1 or (eps_arr.ndim == 1 and eps_arr.shape[0] != arr.shape[0]):
         raise invalid_parameter(func, "eps", f"a float or an array of {arr.shape[0]} floats", eps)
     if not np.all(np.isfinite(eps_arr) & (eps_arr > 0)):
         raise invalid_parameter(func, "eps", "positive and finite", eps)
-    if not (np.isfinite(delta) and delta >= 0):
-        raise invalid_parameter(func, "delta", "a non-negative float", delta)
+    delta = check_float(func, "delta", delta, low=0)
     eps_col = eps_arr.reshape(-1, 1) if eps_arr.ndim else eps_arr
     ok = (arr <= eps_col) & (np.abs(arr - arr[:, -1:]) <= delta)
     return _first_step(_stable_suffix(ok), step_arr)
@@ -187,13 +187,7 @@ def auto_epsilon(
         raise invalid_parameter(
             func, "losses", "at least one sample and two checkpoints", arr.shape
         )
-    if not (np.isfinite(delta) and delta >= 0):
-        raise invalid_parameter(func, "delta", "a non-negative float", delta)
-    low, high = (float(v) for v in target)
-    if not 0 <= low <= high <= 1:
-        raise invalid_parameter(
-            func, "target", "a band (low, high) with 0 <= low <= high <= 1", target
-        )
+    delta, (low, high) = _check_band(func, delta, target)
 
     # memorized before T  <=>  rule holds at T-1 and T  <=>  stable & max(last two losses) <= eps
     stable = np.abs(arr[:, -2] - arr[:, -1]) <= delta
@@ -287,6 +281,7 @@ def memorization_table(
     func = "memorization_table"
     arr = _losses(losses, func)
     step_arr = _steps(steps, arr.shape[1], func)
+    _check_band(func, delta, target)
     labels = np.asarray(domains, dtype=object)
     if labels.shape != (arr.shape[0],):
         raise invalid_parameter(
@@ -299,10 +294,13 @@ def memorization_table(
             raise invalid_parameter(
                 func, "epsilon", f"a mapping with every domain {names}", epsilon
             )
-    elif epsilon != "auto" and not isinstance(epsilon, int | float):
+    elif epsilon != "auto" and not is_real(epsilon):
         raise invalid_parameter(
             func, "epsilon", "'auto', a float, or a mapping of domain to float", epsilon
         )
+    given = epsilon.values() if isinstance(epsilon, Mapping) else [epsilon]
+    if epsilon != "auto" and not all(is_real(e) and np.isfinite(e) and e > 0 for e in given):
+        raise invalid_parameter(func, "epsilon", "'auto' or floats > 0", epsilon)
     choices: dict[str, EpsilonChoice | float] = {}
     for name in names:
         if epsilon == "auto":
@@ -421,3 +419,14 @@ def group_labels(onsets: ArrayLike, *, kind: str) -> NDArray[np.str_]:
     arr = np.asarray(onsets, dtype=np.int64)
     named = np.char.add(f"{kind}@", arr.astype(str))
     return np.where(arr == NEVER, f"{kind}@never", named)
+
+
+def _check_band(func: str, delta: object, target: object) -> tuple[float, tuple[float, float]]:
+    """δ (a float >= 0) and the target band (low, high) of memorized fractions, checked."""
+    delta = check_float(func, "delta", delta, low=0)
+    band = target if isinstance(target, tuple | list) and len(target) == 2 else None
+    if band is None or not all(is_real(v) for v in band) or not 0 <= band[0] <= band[1] <= 1:
+        raise invalid_parameter(
+            func, "target", "a band (low, high) with 0 <= low <= high <= 1", target
+        )
+    return delta, (float(band[0]), float(band[1]))

@@ -25,8 +25,9 @@ import numpy as np
 import polars as pl
 
 from pathwatch._files import read_json, read_jsonl, require_path, unreadable
+from pathwatch._validate import check_paths, check_text
 from pathwatch.dynamics.onsets import generalization_onset
-from pathwatch.errors import InputError
+from pathwatch.errors import InputError, invalid_parameter
 
 ACCURACY_SCHEMA = {
     "step": pl.Int64,
@@ -324,11 +325,16 @@ def read_accuracy(
     >>> read_accuracy(path).accuracy.rows()
     [(100, 'math', 0.2, None), (200, 'math', 0.6, None)]
     """
-    if isinstance(paths, str | Path):
-        paths = [paths]
-    files = [f for p in paths for f in _files(Path(p))]
-    if not files:
-        raise InputError("read_accuracy got no paths. Pass at least one accuracy file.")
+    paths = check_paths("read_accuracy", "paths", paths)
+    check_text("read_accuracy", "metric", metric, allow_none=True)
+    if domains is not None and not (
+        isinstance(domains, Mapping)
+        and all(isinstance(k, str) and isinstance(v, str) and v for k, v in domains.items())
+    ):
+        raise invalid_parameter(
+            "read_accuracy", "domains", "None or a mapping of task to domain name", domains
+        )
+    files = [f for p in paths for f in _files(p)]
     tables, items = [], []
     for file in files:
         try:
@@ -379,6 +385,15 @@ def correctness_matrix(
     >>> items["item_id"].to_list(), steps.tolist(), correct.tolist()
     (['a', 'b'], [1, 2], [[1, 1], [0, 1]])
     """
+    if not isinstance(correctness, pl.DataFrame) or set(CORRECTNESS_SCHEMA) - set(
+        correctness.columns
+    ):
+        raise invalid_parameter(
+            "correctness_matrix",
+            "correctness",
+            f"a polars DataFrame with columns {', '.join(CORRECTNESS_SCHEMA)}",
+            correctness,
+        )
     wide = correctness.pivot(
         "step", index=["item_id", "domain"], values="correct", sort_columns=True
     )

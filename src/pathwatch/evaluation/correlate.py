@@ -14,6 +14,7 @@ import polars as pl
 from numpy.typing import ArrayLike, NDArray
 from scipy import stats
 
+from pathwatch._validate import check_array, check_float, check_int, is_int
 from pathwatch.errors import InputError, invalid_parameter
 
 NEEDS = ("training data", "held-out data")
@@ -119,11 +120,10 @@ def moving_average(values: ArrayLike, window: int = 3) -> NDArray[np.float64]:
     >>> moving_average([3.0, 1.0, 2.0, 6.0]).tolist()
     [3.0, 2.0, 2.0, 3.0]
     """
-    arr = np.asarray(values, dtype=np.float64)
+    arr = check_array("moving_average", "values", values)
     if arr.ndim != 1:
         raise invalid_parameter("moving_average", "values", "a 1-D array", arr.shape)
-    if not (isinstance(window, int | np.integer) and window >= 1):
-        raise invalid_parameter("moving_average", "window", "a positive int", window)
+    check_int("moving_average", "window", window, low=1)
     if arr.size == 0:
         return arr.copy()
     # sum each window directly: a running cumsum difference leaks round-off across the series,
@@ -186,15 +186,12 @@ def correlation_stats(
     >>> out["n"], round(out["pearson_r"], 3), round(out["spearman_rho"], 3)
     (5, 0.999, 1.0)
     """
-    xa, ya = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    xa, ya = check_array("correlation_stats", "x", x), check_array("correlation_stats", "y", y)
     if xa.ndim != 1 or xa.shape != ya.shape:
         raise invalid_parameter(
             "correlation_stats", "y", f"a 1-D array of the shape of x {xa.shape}", ya.shape
         )
-    if not (isinstance(n_boot, int | np.integer) and n_boot >= 1):
-        raise invalid_parameter("correlation_stats", "n_boot", "a positive int", n_boot)
-    if not 0 < confidence < 1:
-        raise invalid_parameter("correlation_stats", "confidence", "a float in (0, 1)", confidence)
+    _check_bootstrap("correlation_stats", n_boot, confidence)
     keep = np.isfinite(xa) & np.isfinite(ya)
     xa, ya = xa[keep], ya[keep]
     n = int(xa.size)
@@ -214,7 +211,14 @@ def correlation_stats(
     return out
 
 
+def _check_bootstrap(func: str, n_boot: object, confidence: object) -> None:
+    check_int(func, "n_boot", n_boot, low=1)
+    check_float(func, "confidence", confidence, low=0, high=1, low_open=True, high_open=True)
+
+
 def _require(table: pl.DataFrame, columns: list[str], name: str) -> None:
+    if not isinstance(table, pl.DataFrame):
+        raise invalid_parameter("correlation_table", name, "a polars DataFrame", table)
     missing = [c for c in columns if c not in table.columns]
     if missing:
         raise InputError(
@@ -265,15 +269,19 @@ def correlation_table(
     >>> correlation_table(m, a, metrics={"distance": "training data"})["spearman_rho"].to_list()
     [-1.0]
     """
+    if not isinstance(metrics, Mapping):
+        raise invalid_parameter(
+            "correlation_table", "metrics", "a mapping metric -> needs", metrics
+        )
     for metric, needs in metrics.items():
         if needs not in NEEDS:
             raise invalid_parameter(
                 "correlation_table", "metrics", f"values in {NEEDS}", {metric: needs}
             )
-    if not (
-        start == "auto" or (isinstance(start, int | np.integer) and not isinstance(start, bool))
-    ):
-        raise invalid_parameter("correlation_table", "start", "'auto' or an int step", start)
+    if not (start == "auto" or (is_int(start) and start >= 0)):
+        raise invalid_parameter("correlation_table", "start", "'auto' or an int step >= 0", start)
+    _check_bootstrap("correlation_table", n_boot, confidence)
+    check_int("correlation_table", "seed", seed, low=0)
     _require(metrics_df, ["step", "domain", *metrics], "metrics_df")
     _require(accuracy_df, ["step", "domain", "accuracy"], "accuracy_df")
     joined = metrics_df.select("step", "domain", *metrics).join(

@@ -14,12 +14,13 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from pathwatch._validate import check_array, check_float, check_int, is_int
 from pathwatch.errors import invalid_parameter
 from pathwatch.evaluation.correlate import moving_average
 
 
 def _series(func: str, name: str, values: ArrayLike) -> NDArray[np.float64]:
-    arr = np.asarray(values, dtype=np.float64)
+    arr = check_array(func, name, values)
     if arr.ndim != 1 or arr.size == 0:
         raise invalid_parameter(func, name, "a non-empty 1-D array", arr.shape)
     return arr
@@ -62,10 +63,7 @@ def lagged_correlation(
         raise invalid_parameter(
             "lagged_correlation", "accuracy", f"an array of the metric's shape {x.shape}", y.shape
         )
-    if not (isinstance(max_lag, int | np.integer) and 0 <= max_lag < x.size):
-        raise invalid_parameter(
-            "lagged_correlation", "max_lag", f"an int in [0, {x.size - 1}]", max_lag
-        )
+    check_int("lagged_correlation", "max_lag", max_lag, low=0, high=x.size - 1)
     lags = np.arange(-max_lag, max_lag + 1)
     r = np.full(lags.size, np.nan)
     for i, k in enumerate(lags):
@@ -132,10 +130,11 @@ def detect_generalization(
         raise invalid_parameter(
             "detect_generalization", "steps", "strictly increasing", step_arr.tolist()
         )
-    if not (isinstance(run, int | np.integer) and run >= 1):
-        raise invalid_parameter("detect_generalization", "run", "an int ≥ 1", run)
-    if not 0 <= min_drop < 1:
-        raise invalid_parameter("detect_generalization", "min_drop", "a float in [0, 1)", min_drop)
+    func = "detect_generalization"
+    check_int(func, "onset", onset, allow_none=True)
+    check_int(func, "run", run, low=1)
+    check_float(func, "min_drop", min_drop, low=0, high=1, high_open=True)
+    check_int(func, "window", window, low=1)
     watch = step_arr >= (step_arr[0] if onset is None else onset)
     finite = np.isfinite(x) & watch
     smooth = np.full(x.shape, np.nan)
@@ -182,8 +181,9 @@ def detection_lead(steps: ArrayLike, fired: int | None, crossed: int | None) -> 
     """
     if fired is None or crossed is None:
         return None
-    index = {int(s): i for i, s in enumerate(np.asarray(steps).tolist())}
+    steps = check_array("detection_lead", "steps", steps, dtype=np.int64)
+    index = {int(s): i for i, s in enumerate(steps.ravel().tolist())}
     for name, value in (("fired", fired), ("crossed", crossed)):
-        if value not in index:
+        if not is_int(value) or value not in index:
             raise invalid_parameter("detection_lead", name, "a step of steps", value)
     return index[crossed] - index[fired]

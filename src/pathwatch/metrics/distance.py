@@ -18,6 +18,7 @@ from rapidfuzz import process
 from rapidfuzz.distance import Levenshtein
 from scipy import stats
 
+from pathwatch._validate import check_int, is_int
 from pathwatch.config import UNITS
 from pathwatch.errors import invalid_parameter, unknown_name
 from pathwatch.metrics.pathways import Pathways, PathwaysLike, pathway_string
@@ -251,18 +252,10 @@ def _check_options(
         not isinstance(layer, Integral) or isinstance(layer, bool) or not 0 <= layer < p.n_layers
     ):
         raise invalid_parameter(func, "layer", f"None or an int in [0, {p.n_layers})", layer)
-    if max_pairs is not None and (
-        not isinstance(max_pairs, Integral) or isinstance(max_pairs, bool) or max_pairs < 1
-    ):
-        raise invalid_parameter(func, "max_pairs", "None or a positive int", max_pairs)
-    if not isinstance(seed, Integral) or isinstance(seed, bool) or seed < 0:
-        raise invalid_parameter(func, "seed", "a non-negative int", seed)
-    if (
-        not isinstance(workers, Integral)
-        or isinstance(workers, bool)
-        or not (workers >= 1 or workers == -1)
-    ):
-        raise invalid_parameter(func, "workers", "a positive int or -1 (all cores)", workers)
+    check_int(func, "max_pairs", max_pairs, low=1, allow_none=True)
+    check_int(func, "seed", seed, low=0)
+    if not (is_int(workers) and (workers >= 1 or workers == -1)):
+        raise invalid_parameter(func, "workers", "an int >= 1, or -1 for all cores", workers)
 
 
 def _sequences(p: Pathways, unit: str, layer: int | None) -> list:

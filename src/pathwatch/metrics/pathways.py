@@ -15,6 +15,7 @@ from typing import overload
 import numpy as np
 import numpy.typing as npt
 
+from pathwatch._validate import is_int
 from pathwatch.errors import InputError, invalid_parameter
 
 #: One sample's pathway: per layer, the kept expert ids in rank order.
@@ -82,10 +83,18 @@ class Pathways:
         """
         if isinstance(pathways, Pathways):
             return pathways
-        rows = [
-            _parse(p) if isinstance(p, str) else [tuple(map(int, layer)) for layer in p]
-            for p in pathways
-        ]
+        try:
+            rows = [
+                _parse(p) if isinstance(p, str) else [tuple(map(_expert_id, layer)) for layer in p]
+                for p in pathways
+            ]
+        except TypeError as exc:
+            raise invalid_parameter(
+                "Pathways.from_lists",
+                "pathways",
+                "a sequence of pathways (each L sequences of int expert ids) or pathway strings",
+                pathways,
+            ) from exc
         n_layers = {len(r) for r in rows}
         if len(n_layers) > 1:
             raise invalid_parameter(
@@ -283,4 +292,16 @@ def pathway_string(pathway: Sequence[Sequence[int]]) -> str:
     >>> pathway_string([[3, 1, 5], [9, 1]])
     '3,1,5-9,1'
     """
-    return _LAYER_SEP.join(_ID_SEP.join(str(int(e)) for e in layer) for layer in pathway)
+    try:
+        return _LAYER_SEP.join(_ID_SEP.join(str(_expert_id(e)) for e in layer) for layer in pathway)
+    except TypeError as exc:
+        raise invalid_parameter(
+            "pathway_string", "pathway", "L sequences of int expert ids", pathway
+        ) from exc
+
+
+def _expert_id(value: object) -> int:
+    """An expert id: an int (Python or numpy); TypeError for anything else."""
+    if not is_int(value):
+        raise TypeError(f"not an expert id: {value!r}")
+    return int(value)

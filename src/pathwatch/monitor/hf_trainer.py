@@ -10,6 +10,7 @@ from typing import Any
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from pathwatch._validate import check_bool, check_instance
 from pathwatch.monitor.probe import PathwayMonitor
 
 STATE_FILE = "pathwatch_monitor.json"
@@ -42,8 +43,10 @@ class PathwayCallback(TrainerCallback):
     """
 
     def __init__(self, monitor: PathwayMonitor, *, on_evaluate: bool = False) -> None:
-        self.monitor = monitor
-        self.run_on_evaluate = on_evaluate
+        self.monitor = check_instance(
+            "PathwayCallback", "monitor", monitor, PathwayMonitor, allow_none=False
+        )
+        self.run_on_evaluate = check_bool("PathwayCallback", "on_evaluate", on_evaluate)
 
     @staticmethod
     def _checkpoint_dir(args: TrainingArguments, state: TrainerState) -> Path:

@@ -22,12 +22,12 @@ import os
 import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from numbers import Integral, Real
 from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
+from pathwatch._validate import check_float, check_int, is_int, is_real
 from pathwatch.capture import Capture, capture
 from pathwatch.capture.samples import DEFAULT_DOMAIN, check_samples, read_samples
 from pathwatch.config import UNITS
@@ -120,27 +120,28 @@ class PathwayMonitor:
         max_length: int = 512,
     ) -> None:
         func = "PathwayMonitor"
+        check_float(func, "threshold", threshold, low=0, high=1, low_open=True)
+        if unit not in UNITS:
+            raise unknown_name("distance unit", str(unit), UNITS)
+        check_float(func, "delta", delta, low=0)
+        check_int(func, "max_pairs", max_pairs, low=1, allow_none=True)
+        check_int(func, "warn_after", warn_after, low=1)
+        check_float(func, "stall_tolerance", stall_tolerance, low=0, allow_none=True)
+        check_int(func, "batch_size", batch_size, low=1)
+        check_int(func, "max_length", max_length, low=2)
+        if tokenizer is not None and not callable(tokenizer):
+            raise invalid_parameter(func, "tokenizer", "None or a tokenizer (callable)", tokenizer)
+        sinks = list(sinks) if isinstance(sinks, Iterable) else sinks
+        if not isinstance(sinks, list) or not all(
+            callable(getattr(sink, "log", None)) and callable(getattr(sink, "close", None))
+            for sink in sinks
+        ):
+            raise invalid_parameter(func, "sinks", "an iterable of sinks (log, close)", sinks)
         if isinstance(samples, (str, os.PathLike)):
             samples = read_samples(samples)
         if isinstance(samples, (bytes, Mapping)) or not isinstance(samples, Sequence):
             raise invalid_parameter(
                 func, "samples", "a list of samples or a samples file", type(samples).__name__
-            )
-        if not (_is_real(threshold) and 0 < threshold <= 1):
-            raise invalid_parameter(func, "threshold", "a float in (0, 1]", threshold)
-        if unit not in UNITS:
-            raise unknown_name("distance unit", str(unit), UNITS)
-        if not (_is_real(delta) and math.isfinite(delta) and delta >= 0):
-            raise invalid_parameter(func, "delta", "a non-negative float", delta)
-        if max_pairs is not None and not (_is_int(max_pairs) and max_pairs > 0):
-            raise invalid_parameter(func, "max_pairs", "a positive int or None", max_pairs)
-        if not (_is_int(warn_after) and warn_after > 0):
-            raise invalid_parameter(func, "warn_after", "a positive int", warn_after)
-        if stall_tolerance is not None and not (
-            _is_real(stall_tolerance) and math.isfinite(stall_tolerance) and stall_tolerance >= 0
-        ):
-            raise invalid_parameter(
-                func, "stall_tolerance", "a non-negative float or None", stall_tolerance
             )
         self.samples = check_samples((s, f"samples[{i}]") for i, s in enumerate(samples))
         self.tokenizer = tokenizer
@@ -187,7 +188,7 @@ class PathwayMonitor:
                 f"give one per domain of the samples: {self._eps_groups}."
             )
         for value in values.values():
-            if not (_is_real(value) and math.isfinite(value) and value > 0):
+            if not (is_real(value) and math.isfinite(value) and value > 0):
                 raise invalid_parameter("PathwayMonitor", "epsilon", expected, epsilon)
         return {group: float(values[group]) for group in self._eps_groups}
 
@@ -218,7 +219,7 @@ class PathwayMonitor:
             ``"memorized_fraction/all"``, ``"warning/all"``, ``"monitor/seconds"``. NaN where a
             metric is undefined (an empty memorized group; consistency of every sample NaN).
         """
-        if not _is_int(step):
+        if not is_int(step):
             raise invalid_parameter("PathwayMonitor.on_checkpoint", "step", "an int", step)
         if self.steps and step <= self.steps[-1]:
             raise invalid_parameter(
@@ -442,13 +443,3 @@ def _nanmean(values: NDArray[np.floating]) -> float:
     """Mean over the non-NaN values; NaN when there are none."""
     finite = values[~np.isnan(values)]
     return float(finite.mean(dtype=np.float64)) if finite.size else float("nan")
-
-
-def _is_real(value: object) -> bool:
-    """A real number, not a bool."""
-    return isinstance(value, Real) and not isinstance(value, bool)
-
-
-def _is_int(value: object) -> bool:
-    """An integer (Python or numpy), not a bool."""
-    return isinstance(value, Integral) and not isinstance(value, bool)

@@ -11,6 +11,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from pathwatch._validate import check_path
 from pathwatch.errors import StoreError
 from pathwatch.report.figures import domain_charts, render_png
 from pathwatch.report.html import render_html, slugs
@@ -47,8 +48,9 @@ def build_report(run_dir: str | Path, *, out: str | Path | None = None) -> Path:
     >>> build_report("runs/demo")  # doctest: +SKIP
     PosixPath('runs/demo/report.html')
     """
+    run_dir = check_path("build_report", "run_dir", run_dir)
+    out = check_path("build_report", "out", out, allow_none=True) or run_dir
     tables = load_tables(run_dir)
-    out = Path(run_dir if out is None else out)
     findings = summarize(tables)
     charts = {domain: domain_charts(tables, domain) for domain in tables.domains}
     page = render_html(tables, findings, charts)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from pathwatch._validate import check_path
 from pathwatch.errors import InputError, IntegrityError, StoreError
 from pathwatch.store._io import (
     LOCK_NAME,
@@ -72,7 +73,7 @@ class RunStore:
     """
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+        self.path = check_path("RunStore", "path", path)
         self.manifest = Manifest.read(self.path)
 
     @classmethod
