@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from pathwatch._files import one_line, read_jsonl, require_path, unreadable
-from pathwatch._validate import check_path
+from pathwatch._validate import check_path, is_int
 from pathwatch.errors import InputError
 
 DEFAULT_DOMAIN = "default"
@@ -52,10 +52,6 @@ class Encoded:
     ids: list[np.ndarray]
     scored: list[np.ndarray]
     truncated: np.ndarray
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def _int_list(value: object, where: str, field: str) -> tuple[int, ...]:
@@ -121,7 +117,7 @@ def to_sample(obj: object, index: int, *, where: str | None = None) -> Sample:
             f"(a list of token ids); got {problem}."
         )
     sample_id = fields.get("id", index)
-    if not (isinstance(sample_id, str) or _is_int(sample_id)) or str(sample_id) == "":
+    if not (isinstance(sample_id, str) or is_int(sample_id)) or str(sample_id) == "":
         raise InputError(
             f"{where}: field 'id' must be a non-empty string or an integer; got {_short(sample_id)}."
         )

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from functools import cached_property
-from numbers import Real
 from typing import overload
 
 import numpy as np
 import numpy.typing as npt
 
-from pathwatch._validate import is_int
+from pathwatch._validate import check_float, is_int
 from pathwatch.errors import InputError, invalid_parameter
 
 #: One sample's pathway: per layer, the kept expert ids in rank order.
@@ -226,8 +225,7 @@ def pathways(mean_weights: npt.ArrayLike, threshold: float = 0.7) -> Pathways:
     >>> pathway_string(pathways(w)[0])
     '1,2-0'
     """
-    if isinstance(threshold, bool) or not isinstance(threshold, Real) or not 0 < threshold <= 1:
-        raise invalid_parameter("pathways", "threshold", "a float in (0, 1]", threshold)
+    check_float("pathways", "threshold", threshold, low=0, high=1, low_open=True)
     w = np.asarray(mean_weights)
     if w.dtype.kind not in "buif":
         raise invalid_parameter(

@@ -13,8 +13,9 @@ from pathlib import Path
 
 from pathwatch._validate import check_path
 from pathwatch.errors import StoreError
-from pathwatch.report.figures import domain_charts, render_png
+from pathwatch.report.figures import domain_charts
 from pathwatch.report.html import render_html, slugs
+from pathwatch.report.png import render_png
 from pathwatch.report.summary import load_tables, summarize
 
 __all__ = ["build_report"]

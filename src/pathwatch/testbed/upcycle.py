@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from transformers import LlamaForCausalLM, MixtralConfig, MixtralForCausalLM
 
+from pathwatch._validate import check_float, check_int
 from pathwatch.errors import InputError, invalid_parameter
 
 __all__ = ["INSTALL_HINT", "SMOLLM2_GGUF", "load_smollm2", "smollm2_gguf", "upcycle"]
@@ -96,14 +97,7 @@ def load_smollm2(
         raise InputError(f"{gguf}: expected a Llama model, got {type(model).__name__}.")
     if num_layers is not None:
         total = model.config.num_hidden_layers
-        if (
-            not isinstance(num_layers, int)
-            or isinstance(num_layers, bool)
-            or not 1 <= num_layers <= total
-        ):
-            raise invalid_parameter(
-                "load_smollm2", "num_layers", f"an int in [1, {total}]", num_layers
-            )
+        check_int("load_smollm2", "num_layers", num_layers, low=1, high=total)
         model.model.layers = model.model.layers[:num_layers]
         model.config.num_hidden_layers = num_layers
         if getattr(model.config, "layer_types", None):
@@ -154,12 +148,9 @@ def upcycle(
             "upcycle: the dense model has attention or MLP biases, which Mixtral cannot hold; "
             "pass a Llama without biases."
         )
-    if not isinstance(num_experts, int) or num_experts < 2:
-        raise invalid_parameter("upcycle", "num_experts", "an int >= 2", num_experts)
-    if not isinstance(top_k, int) or not 1 <= top_k <= num_experts:
-        raise invalid_parameter("upcycle", "top_k", f"an int in [1, {num_experts}]", top_k)
-    if not router_std >= 0:
-        raise invalid_parameter("upcycle", "router_std", "a float >= 0", router_std)
+    check_int("upcycle", "num_experts", num_experts, low=2)
+    check_int("upcycle", "top_k", top_k, low=1, high=num_experts)
+    check_float("upcycle", "router_std", router_std, low=0)
     moe_config = MixtralConfig(
         vocab_size=config.vocab_size,
         hidden_size=config.hidden_size,
