@@ -34,15 +34,11 @@ class _Opaque:
 
 
 OPAQUE = _Opaque()
-#: results and exceptions: no parameters to validate
-NOT_VALIDATED = {
-    "Capture",
-    "InputError",
-    "IntegrityError",
-    "PathwatchError",
-    "StoreError",
-    "UnsupportedModelError",
-    "__version__",
+#: the version, the exceptions and the result type of capture: no parameters to validate
+NOT_VALIDATED = {"__version__", "Capture"} | {
+    name
+    for name in pw.__all__
+    if isinstance(getattr(pw, name), type) and issubclass(getattr(pw, name), Exception)
 }
 
 

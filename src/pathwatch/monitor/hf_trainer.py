@@ -10,8 +10,10 @@ from typing import Any
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from pathwatch._files import read_json
 from pathwatch._validate import check_bool, check_instance
 from pathwatch.monitor.probe import PathwayMonitor
+from pathwatch.store import write_atomic
 
 STATE_FILE = "pathwatch_monitor.json"
 """The monitor's state, saved in every ``checkpoint-<step>`` directory it monitored."""
@@ -66,7 +68,7 @@ class PathwayCallback(TrainerCallback):
             return
         path = self._checkpoint_dir(args, state) / STATE_FILE
         if path.is_file():
-            self.monitor.load_state_dict(json.loads(path.read_text(encoding="utf-8")))
+            self.monitor.load_state_dict(read_json(path, "monitor state file"))
         else:
             warnings.warn(
                 f"pathwatch: resuming at step {state.global_step} without {path}; the monitor's "
@@ -86,9 +88,7 @@ class PathwayCallback(TrainerCallback):
         self._run(state, model)
         directory = self._checkpoint_dir(args, state)
         if state.is_world_process_zero and directory.is_dir():
-            partial = directory / f"{STATE_FILE}.partial"  # written whole, then renamed
-            partial.write_text(json.dumps(self.monitor.state_dict()), encoding="utf-8")
-            partial.replace(directory / STATE_FILE)
+            write_atomic(directory / STATE_FILE, json.dumps(self.monitor.state_dict()).encode())
 
     def on_evaluate(
         self,

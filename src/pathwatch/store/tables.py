@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pathwatch.errors import IntegrityError, StoreError
 from pathwatch.store._io import store_error, write_atomic
@@ -44,34 +44,29 @@ def read_table(path: Path, *, columns: Sequence[str] | None = None) -> pl.DataFr
                 f"{path}: missing column(s) {', '.join(missing)}; the table is from another "
                 "version. Re-run the step that writes it."
             )
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError as exc:
-        raise StoreError(f"{path}: missing. Run the step that writes it first.") from exc
-    except OSError as exc:
-        raise store_error(path, "reading", exc) from exc
-    try:
-        return pl.read_parquet(io.BytesIO(data), columns=None if columns is None else list(columns))
-    except pl.exceptions.PolarsError as exc:
-        raise _not_parquet(path, exc) from exc
+    wanted = None if columns is None else list(columns)
+    return _read(path, lambda p: pl.read_parquet(p, columns=wanted))
 
 
 def read_schema(path: Path) -> dict[str, pl.DataType]:
-    """Column name -> dtype of a Parquet table, without reading its data."""
+    """Column name -> dtype of a Parquet table, from its footer alone."""
+    import polars as pl
+
+    return dict(_read(Path(path), pl.read_parquet_schema))
+
+
+def _read(path: Path, read: Callable[[Path], Any]) -> Any:
+    """``read(path)`` with its failures as one-line store errors."""
     import polars as pl
 
     try:
-        return dict(pl.read_parquet_schema(path))
+        return read(path)
     except FileNotFoundError as exc:
         raise StoreError(f"{path}: missing. Run the step that writes it first.") from exc
     except OSError as exc:
         raise store_error(path, "reading", exc) from exc
     except pl.exceptions.PolarsError as exc:
-        raise _not_parquet(path, exc) from exc
-
-
-def _not_parquet(path: Path, exc: Exception) -> IntegrityError:
-    return IntegrityError(
-        f"{path}: not a readable Parquet table ({type(exc).__name__}). Delete it and re-run "
-        "the step that writes it."
-    )
+        raise IntegrityError(
+            f"{path}: not a readable Parquet table ({type(exc).__name__}). Delete it and re-run "
+            "the step that writes it."
+        ) from exc
