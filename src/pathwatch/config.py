@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from pathwatch._validate import (
     check_choice,
@@ -21,9 +20,6 @@ from pathwatch._validate import (
     is_int,
 )
 from pathwatch.errors import invalid_parameter
-
-if TYPE_CHECKING:
-    from pathwatch.store.manifest import Settings
 
 #: Router weightings a capture averages per sample: every expert's probability (SPEC), or per
 #: token only the top-k experts' probabilities renormalized to 1 (``Settings.weights`` of a run).
@@ -62,8 +58,8 @@ class CaptureConfig:
 
     Examples
     --------
-    >>> CaptureConfig(batch_size=32, weights="topk").settings()
-    Settings(batch_size=32, max_length=512, weights='topk')
+    >>> CaptureConfig(batch_size=32, weights="topk").max_length
+    512
     >>> CaptureConfig(shard_size=0)
     Traceback (most recent call last):
     ...
@@ -99,14 +95,6 @@ class CaptureConfig:
             raise invalid_parameter(
                 func, "ray_address", "None unless backend is 'ray'", self.ray_address
             )
-
-    def settings(self) -> Settings:
-        """The settings that change the stored numbers, as the run's manifest records them."""
-        from pathwatch.store.manifest import Settings
-
-        return Settings(
-            batch_size=self.batch_size, max_length=self.max_length, weights=self.weights
-        )
 
 
 @dataclass(frozen=True)

@@ -396,7 +396,9 @@ def _plan(
         samples=SamplesInfo(
             str(samples_file.resolve()), _sha256(samples_file), len(samples), config.shard_size
         ),
-        settings=config.settings(),
+        settings=Settings(
+            batch_size=config.batch_size, max_length=config.max_length, weights=config.weights
+        ),
         pathwatch_version=__version__,
     )
     return _Plan(tuple(ckpts), samples, tokenizer, manifest, config.virtual_experts)
