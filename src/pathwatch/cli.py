@@ -55,8 +55,8 @@ def capture(
         typer.Option(
             "--checkpoint",
             help="Checkpoint directory written by save_pretrained; repeat once per checkpoint. "
-            "Its step is the trailing number of its name (step-1000, checkpoint-1000) unless "
-            "--steps is given.",
+            "Its step is the one its name states (step-1000, step1000-tokens4B, checkpoint-1000) "
+            "unless --steps is given; other numbers in a name (dates, hashes) are never read as steps.",
             show_default=False,
         ),
     ],

@@ -40,6 +40,6 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Checkpoints:
         unnumbered=save_checkpoint(root / "final", build_tiny_model("olmoe"), tokenizer),
         untokenized=save_model(root / "step-500", build_tiny_model("olmoe")),
         diverged=save_checkpoint(
-            root / "diverged-600", diverged(build_tiny_model("olmoe")), tokenizer
+            root / "diverged-step-600", diverged(build_tiny_model("olmoe")), tokenizer
         ),
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -259,6 +260,22 @@ BAD_INPUTS: dict[str, tuple[BadCase, int, str]] = {
         2,
         r"Cannot read a training step from checkpoint directory name 'final' .* pass --steps",
     ),
+    "name ending in a date, not a step": (
+        lambda ck, tmp: capture_args(
+            [_copied(ck.unnumbered, tmp / "OLMoE-1B-7B-0924")], ck.samples, tmp / "run"
+        ),
+        2,
+        r"Cannot read a training step from checkpoint directory name 'OLMoE-1B-7B-0924' .* pass --steps",
+    ),
+    "hub snapshot hash, not a step": (
+        lambda ck, tmp: capture_args(
+            [_copied(ck.unnumbered, tmp / "snapshots" / "0a1b2c3d4e5f901234567")],
+            ck.samples,
+            tmp / "run",
+        ),
+        2,
+        r"Cannot read a training step from checkpoint directory name '0a1b2c3d4e5f901234567'",
+    ),
     "steps not one per checkpoint": (
         lambda ck, tmp: [*capture_args(ck.series, ck.samples, tmp / "run"), "--steps", "1,2"],
         2,
@@ -277,7 +294,7 @@ BAD_INPUTS: dict[str, tuple[BadCase, int, str]] = {
     "NaN weights": (
         lambda ck, tmp: capture_args([ck.diverged], ck.samples, tmp / "run", "--shard-size", "10"),
         2,
-        r"Checkpoint .*diverged-600 \(step 600\), samples 0\.\.9: capture: 10 samples got a "
+        r"Checkpoint .*diverged-step-600 \(step 600\), samples 0\.\.9: capture: 10 samples got a "
         r"non-finite loss",
     ),
     "out is a file": (
@@ -286,6 +303,12 @@ BAD_INPUTS: dict[str, tuple[BadCase, int, str]] = {
         r"--out .*samples\.jsonl is a file",
     ),
 }
+
+
+def _copied(checkpoint: Path, dest: Path) -> Path:
+    """A copy of ``checkpoint`` under another directory name."""
+    shutil.copytree(checkpoint, dest)
+    return dest
 
 
 # found only while capturing, after the manifest was written (it then lists every unit as missing)

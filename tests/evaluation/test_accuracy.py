@@ -301,7 +301,7 @@ def test_domains_pool_tasks_with_distinct_item_ids(tmp_path):
     ],
 )
 def test_bad_files_get_one_line_errors(tmp_path, name, content, match):
-    path = tmp_path / "plain" / name
+    path = tmp_path / "step-1" / name  # lm-eval files take their step from the directory
     path.parent.mkdir()
     path.write_text(content)
     with pytest.raises(InputError, match=match) as info:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from pathwatch.errors import (
     UnsupportedModelError,
     invalid_parameter,
 )
+from pathwatch.steps import STEP_NAME_EXAMPLES, step_from_name
 from pathwatch.store import CheckpointData, RunStore
 from pathwatch.store.manifest import (
     CheckpointInfo,
@@ -41,7 +41,6 @@ if TYPE_CHECKING:
 
 __all__ = ["capture_run"]
 
-_TRAILING_NUMBER = re.compile(r"(\d+)$")
 # capture()'s own truncation warning, replaced by one warning per capture_run
 _CAPTURE_TRUNCATION_WARNING = r"capture: \d+ of \d+ samples were cut to max_length"
 # files of which a saved tokenizer has at least one
@@ -86,17 +85,17 @@ def _checkpoint_dirs(checkpoints: Sequence[str | os.PathLike]) -> list[Path]:
 
 
 def _steps(dirs: list[Path], steps: Sequence[int] | None) -> list[int]:
-    """One training step per checkpoint: ``steps`` if given, else each directory name's trailing number."""
+    """One training step per checkpoint: ``steps`` if given, else the step each directory name states."""
     if steps is None:
         parsed = []
         for path in dirs:
-            match = _TRAILING_NUMBER.search(path.name)
-            if match is None:
+            step = step_from_name(path.name)
+            if step is None:
                 raise InputError(
                     f"Cannot read a training step from checkpoint directory name {path.name!r} "
-                    f"({path}); name it like 'step-1000' or 'checkpoint-1000', or pass --steps."
+                    f"({path}); name it like {STEP_NAME_EXAMPLES}, or pass --steps."
                 )
-            parsed.append(int(match.group(1)))
+            parsed.append(step)
         steps = parsed
     elif (
         isinstance(steps, str)
@@ -291,7 +290,8 @@ def capture_run(
         stored as ``RUN/virtual_experts.safetensors`` and reused for every checkpoint (and on
         resume). Workers, local or Ray, claim units one by one, so overlapping launches never
         write the same unit and the result is identical to a single-process capture.
-    steps : training step of each checkpoint; default: the trailing number of each directory name.
+    steps : training step of each checkpoint; default: the step each directory name states
+        (``step-1000``, ``checkpoint-1000``; see :mod:`pathwatch.steps`).
     progress : show a progress bar over units on stderr.
 
     Returns

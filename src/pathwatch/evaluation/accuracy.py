@@ -28,6 +28,7 @@ from pathwatch._files import read_json, read_jsonl, require_path, unreadable
 from pathwatch._validate import check_paths, check_text
 from pathwatch.dynamics.onsets import generalization_onset
 from pathwatch.errors import InputError, invalid_parameter
+from pathwatch.steps import STEP_NAME_EXAMPLES, step_from_name
 
 ACCURACY_SCHEMA = {
     "step": pl.Int64,
@@ -45,8 +46,6 @@ LM_EVAL_METRICS = ("acc", "exact_match", "acc_norm")
 _WHAT = "accuracy file"  # how file errors name these files
 """Metrics read from lm-eval files when none is named, in order of preference."""
 
-_STEP_WORD = re.compile(r"(?:step|checkpoint|ckpt|iter|global_step)[-_]?(\d+)", re.IGNORECASE)
-_TRAILING = re.compile(r"(\d+)$")
 _DATE_ID = re.compile(r"_(\d{4}-\d{2}-\d{2}T[\d\-.]+)$")
 
 
@@ -151,11 +150,6 @@ def _read_items(path: Path) -> pl.DataFrame:
     return pl.DataFrame(_records(rows, fields), schema=CORRECTNESS_SCHEMA, orient="row")
 
 
-def _step_from_text(text: str) -> int | None:
-    found = _STEP_WORD.findall(text)
-    return int(found[-1]) if found else None
-
-
 def _lm_eval_step(path: Path, results: Mapping[str, Any] | None) -> int:
     """Checkpoint step of an lm-eval file: model_args revision/path, then the nearest directory."""
     args = (results or {}).get("config", {}).get("model_args", "") or ""
@@ -163,19 +157,16 @@ def _lm_eval_step(path: Path, results: Mapping[str, Any] | None) -> int:
         args = ",".join(f"{k}={v}" for k, v in args.items())
     for key in ("revision", "pretrained", "path", "model"):
         match = re.search(rf"(?:^|,){key}=([^,]+)", str(args))
-        step = _step_from_text(match.group(1)) if match else None
+        step = step_from_name(match.group(1)) if match else None
         if step is not None:
             return step
     for part in reversed(path.parent.resolve().parts[-2:]):  # lm-eval's model dir and the one above
-        step = _step_from_text(part)
-        if step is None and (match := _TRAILING.search(part)):
-            step = int(match.group(1))
-        if step is not None:
+        if (step := step_from_name(part)) is not None:
             return step
     raise _fail(
         str(path),
         "cannot tell the checkpoint step: no 'revision=step<N>' in config.model_args and no "
-        "directory named like 'step<N>' or ending in a number. Put each checkpoint's files "
+        f"directory named like {STEP_NAME_EXAMPLES}. Put each checkpoint's files "
         "in a directory named after its step.",
     )
 
