@@ -9,6 +9,7 @@ time, whatever the number of checkpoints.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from pathwatch.dynamics.onsets import memorization_table
 from pathwatch.errors import InputError, StoreError
 from pathwatch.evaluation import correlation_table, generalization_table, moving_average
 from pathwatch.evaluation.accuracy import AccuracyTables, read_accuracy
+from pathwatch.evaluation.early import EARLY, early_cutoffs, group_correlation_table
 from pathwatch.metrics import (
     Pathways,
     consistency_metrics,
@@ -55,6 +57,8 @@ TABLE1_METRICS: dict[str, str] = {
     "train_loss": "training data",
     "train_loss_ma": "training data",
     "validation_loss": "held-out data",
+    # beyond the paper's Table 1, last so that the rows before keep their bootstrap streams
+    "distance_early": "training data",
 }
 
 
@@ -86,6 +90,7 @@ class _Layout:
     )  # sample_index, id, domain, mem_onset, epsilon (+ text) of the training probes
     rows: np.ndarray  # (n,) positions of the training probes in capture order
     validation: pl.DataFrame  # sample_index, id, domain of the validation samples
+    early: dict[str, int] = field(default_factory=dict)  # domain -> latest t* of its early group
 
     @property
     def onsets(self) -> np.ndarray:
@@ -102,7 +107,9 @@ class _Layout:
         ``memorized`` holds every sample with a memorization onset (known only in hindsight, from
         any t*); ``tracked`` only those memorized by ``step`` (onset ≤ step: from then on their
         loss stays ≤ ε and within δ of its final value); ``train@<t*>`` is followed from its own
-        t* on, as in the paper, so it has no rows before t*.
+        t* on, as in the paper, so it has no rows before t*; ``early`` is the union of a domain's
+        ``train@<t*>`` groups with t* ≤ its early cutoff (memorized ``early_lead`` checkpoints
+        before accuracy's rise), a fixed group followed once every member is memorized.
         """
         domain = self.samples["domain"].to_numpy()
         every = np.arange(domain.size)
@@ -116,6 +123,11 @@ class _Layout:
                 for onset in np.unique(self.onsets[members]):
                     if onset != NEVER and onset <= step:
                         yield name, f"train@{onset}", members[self.onsets[members] == onset]
+                if name in self.early:
+                    onsets = self.onsets[members]
+                    early = members[(onsets != NEVER) & (onsets <= self.early[name])]
+                    if early.size and self.onsets[early].max() <= step:
+                        yield name, EARLY, early
 
 
 def _open_run(run: str | Path) -> RunStore:
@@ -182,6 +194,7 @@ def _layout(
         train["domain"].to_list(),
         epsilon="auto" if config.epsilon is None else config.epsilon,
         delta=config.delta,
+        scale_delta=config.scale_delta,
     )
     notes = [f"{r['domain']}: {r['note']}" for r in epsilon.iter_rows(named=True)]
     layout = _Layout(
@@ -344,6 +357,14 @@ def _metric_series(groups: pl.DataFrame, layout: _Layout, config: AnalyzeConfig)
             validation_loss=(pl.col("loss") * pl.col("n_samples")).sum() / pl.col("n_samples").sum()
         )
         series = series.join(pooled, on="step", how="left")
+    # columns added after the paper's come last, so that earlier tables keep their layout
+    series = series.join(
+        whole.filter(pl.col("group") == EARLY).select(
+            "step", "domain", pl.col("distance").alias("distance_early")
+        ),
+        on=["step", "domain"],
+        how="left",
+    )
     return series.sort("domain", "step")
 
 
@@ -465,7 +486,8 @@ def analyze_run(
     -------
     Analysis
         The run directory, the tables written (sample_metrics, onsets, epsilon, group_metrics and,
-        with ground truth, accuracy, metric_series, test_onsets, correlations, matches) and notes.
+        with ground truth, accuracy, metric_series, group_correlations, test_onsets, correlations,
+        matches) and notes.
 
     Examples
     --------
@@ -501,6 +523,12 @@ def analyze_run(
                 test = _test_texts(items, test_items, test_onsets, table[rows])
     losses = _losses(store, progress)
     layout, epsilon, notes = _layout(store, table, rows, losses, config)
+    cutoffs = {}
+    if truth is not None:
+        cutoffs = early_cutoffs(
+            truth.accuracy, store.steps, lead=config.early_lead, start=config.start
+        )
+        layout = dataclasses.replace(layout, early={d: c for d, (_, c) in cutoffs.items()})
     samples, groups = _routing_pass(store, layout, losses, config, progress)
     n_nan = groups.filter((pl.col("domain") == POOLED) & (pl.col("group") == "all"))[
         "consistency_nan"
@@ -524,6 +552,9 @@ def analyze_run(
         metrics = {m: needs for m, needs in TABLE1_METRICS.items() if m in series.columns}
         tables["accuracy"] = acc
         tables["metric_series"] = series
+        tables["group_correlations"] = group_correlation_table(
+            groups, acc, cutoffs, n_boot=config.n_boot, seed=config.seed
+        )
         tables["correlations"] = correlation_table(
             series,
             acc,

@@ -34,6 +34,9 @@ SIGNALS: dict[str, tuple[str, str]] = {
     "train_loss_ma": ("training data", "baseline"),
     "validation_loss": ("held-out data, other distribution", "baseline"),
     "heldout_loss": ("held-out data, same distribution", "baseline"),
+    # beyond the paper: the fixed early memorization group (last: the rows above keep their
+    # bootstrap streams)
+    "distance_early": ("training data", "routing"),
 }
 
 CORRELATION_SCHEMA = {
