@@ -204,7 +204,7 @@ def test_memorization_onset_takes_one_delta_per_sample():
     losses = np.array([[2.0, 0.30, 0.31], [2.0, 0.30, 0.31]])
     onsets = memorization_onset(losses, [1, 2, 3], 0.5, np.array([0.05, 0.001]))
     assert onsets.tolist() == [2, 3]
-    with pytest.raises(InputError, match="'delta' parameter .* >= 0"):
+    with pytest.raises(InputError, match=r"'delta' parameter .* >= 0"):
         memorization_onset(losses, [1, 2, 3], 0.5, np.array([0.05, -1.0]))
 
 

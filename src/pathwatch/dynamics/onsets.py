@@ -374,10 +374,8 @@ def memorization_table(
     for name, choice in choices.items():
         fraction = float(before[labels == name].mean())
         if isinstance(choice, EpsilonChoice):
-            rows.append(
-                (name, choice.epsilon, fraction, choice.in_target, choice.grid_step, choice.note)
-                + (choice.delta,)
-            )
+            c = choice
+            rows.append((name, c.epsilon, fraction, c.in_target, c.grid_step, c.note, c.delta))
         else:
             note = f"ε = {choice:g} given: {fraction:.1%} memorized before the last checkpoint"
             inside = target[0] <= fraction <= target[1]
