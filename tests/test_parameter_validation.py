@@ -313,6 +313,7 @@ CASES: dict[str, tuple[Call, dict[str, list[Any]]]] = {
             "level": [0, 1],
             "n_boot": [0],
             "jobs": [0],
+            "trends": [{"alpha": 0.1}],
         },
     ),
     "PathwayMonitor": (
