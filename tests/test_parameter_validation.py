@@ -326,6 +326,7 @@ CASES: dict[str, tuple[Call, dict[str, list[Any]]]] = {
             "unit": ["word"],
             "epsilon": ["bogus", -1.0],
             "delta": [-1.0],
+            "control_domains": ["facts", [""]],
             "max_pairs": [0],
             "warn_after": [0],
             "stall_tolerance": [-1.0],

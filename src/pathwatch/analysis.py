@@ -24,15 +24,18 @@ from pathwatch.config import AnalyzeConfig
 from pathwatch.dynamics import NEVER, embed_texts, match_groups
 from pathwatch.dynamics.onsets import memorization_table
 from pathwatch.errors import InputError, StoreError
-from pathwatch.evaluation import correlation_table, generalization_table, moving_average
+from pathwatch.evaluation import correlation_table, generalization_table
 from pathwatch.evaluation.accuracy import AccuracyTables, read_accuracy
 from pathwatch.evaluation.early import EARLY, early_cutoffs, group_correlation_table
+from pathwatch.evaluation.series import POOLED, WHOLE_PATHWAY, metric_series
 from pathwatch.metrics import (
     Pathways,
+    churn_columns,
     consistency_metrics,
     layer_distances,
     pairwise_distance_stats,
     pathways,
+    routing_churn,
 )
 from pathwatch.store import RunStore
 from pathwatch.store.manifest import MANIFEST_NAME
@@ -41,10 +44,6 @@ from pathwatch.store.units import unit_path
 if TYPE_CHECKING:
     from pathwatch.capture.samples import Sample
 
-#: Label of the rows that pool every training domain.
-POOLED = "all"
-#: ``layer`` value of rows about the whole pathway rather than one MoE layer.
-WHOLE_PATHWAY = -1
 
 #: Metrics correlated with accuracy (the paper's Table 1 and its baselines), and what each needs.
 TABLE1_METRICS: dict[str, str] = {
@@ -59,6 +58,9 @@ TABLE1_METRICS: dict[str, str] = {
     "validation_loss": "held-out data",
     # beyond the paper's Table 1, last so that the rows before keep their bootstrap streams
     "distance_early": "training data",
+    "churn": "training data",
+    "churn_excess": "training data",
+    "divergence_contrast": "training data",
 }
 
 
@@ -197,8 +199,12 @@ def _layout(
         scale_delta=config.scale_delta,
     )
     notes = [f"{r['domain']}: {r['note']}" for r in epsilon.iter_rows(named=True)]
+    delta = onsets["domain"].replace_strict(dict(epsilon.select("domain", "delta").rows()))
     layout = _Layout(
-        pl.concat([train, onsets.select("mem_onset", "epsilon")], how="horizontal"),
+        pl.concat(
+            [train, onsets.select("mem_onset", "epsilon"), delta.alias("delta").to_frame()],
+            how="horizontal",
+        ),
         rows,
         samples[np.setdiff1d(np.arange(samples.height), rows)],
     )
@@ -215,8 +221,13 @@ def _group_rows(
     step: int,
     layers: Sequence[int],
     config: AnalyzeConfig,
+    others: np.ndarray | None = None,
 ) -> list[dict]:
-    """The ``group_metrics`` rows of one group at one checkpoint: whole pathway, then each layer."""
+    """The ``group_metrics`` rows of one group at one checkpoint: whole pathway, then each layer.
+
+    The routing divergence within the group and across domains (against ``others``) is computed
+    for the fixed memorized groups only (:data:`DIVERGENCE_GROUPS`): it costs a pass over pairs.
+    """
     sub = paths[members]
     whole = pairwise_distance_stats(sub, config.unit, max_pairs=config.max_pairs, seed=config.seed)
     cons = step_data["consistency"][members]
@@ -237,6 +248,16 @@ def _group_rows(
             "loss": _nanmean(step_data["loss"][members]),
             "memorized_fraction": float(memorized[members].mean()) if members.size else np.nan,
         }
+        | churn_columns(
+            members,
+            step_data["churn"],
+            step_data["loss_moved"],
+            step_data["delta"],
+            step_data["weights"] if group in DIVERGENCE_GROUPS else None,
+            others,
+            max_pairs=config.max_pairs,
+            seed=config.seed,
+        )
     ]
     if members.size >= 2:
         per_layer = layer_distances(sub, max_pairs=config.max_pairs, seed=config.seed)
@@ -270,6 +291,17 @@ GROUP_SCHEMA = {
     "loss": pl.Float64,
     "memorized_fraction": pl.Float64,
 }
+#: columns beyond the paper (metrics/churn.py), last so that the columns before keep their places;
+#: runs analysed before them lack them
+CHURN_SCHEMA = {
+    "churn": pl.Float64,
+    "churn_members": pl.Int64,
+    "divergence_within": pl.Float64,
+    "divergence_cross": pl.Float64,
+}
+GROUP_SCHEMA |= CHURN_SCHEMA
+#: groups whose routing divergence (within, across domains) is computed: the fixed memorized ones
+DIVERGENCE_GROUPS = ("memorized", EARLY)
 
 
 def _routing_pass(
@@ -283,6 +315,7 @@ def _routing_pass(
     steps = store.steps
     layers = store.manifest.model.moe_layers
     sample_frames, group_rows = [], []
+    previous = None  # the previous checkpoint's routing, for the churn between the two
     for t, step in enumerate(
         tqdm(steps, desc="analyze: routing", unit="ckpt", disable=not progress)
     ):
@@ -290,12 +323,20 @@ def _routing_pass(
         weights = data.mean_weights[layout.rows]
         paths = pathways(weights, threshold=config.threshold)
         cm = consistency_metrics(weights, store.router_weights(step))
+        nan = np.full(layout.rows.size, np.nan)
         step_data = {
             "loss": losses[layout.rows, t],
             "consistency": cm.consistency,
             "smoothness": cm.smoothness,
             "adjacent_cosine": cm.adjacent_cosine,
+            "churn": nan if previous is None else routing_churn(previous, weights),
+            "loss_moved": nan
+            if t == 0
+            else np.abs(losses[layout.rows, t] - losses[layout.rows, t - 1]),
+            "delta": layout.samples["delta"].to_numpy(),
+            "weights": weights,
         }
+        previous = weights
         sample_frames.append(
             layout.samples.select("sample_index", "id", "domain").with_columns(
                 step=pl.lit(step, pl.Int64),
@@ -308,9 +349,14 @@ def _routing_pass(
             )
         )
         memorized = (layout.onsets != NEVER) & (layout.onsets <= step)
-        for domain, group, members in layout.groups(step):
+        listed = list(layout.groups(step))
+        for domain, group, members in listed:
+            others = None
+            if group in DIVERGENCE_GROUPS and domain != POOLED:
+                rest = [m for d, g, m in listed if g == group and d not in (domain, POOLED)]
+                others = np.concatenate(rest) if rest else None
             group_rows += _group_rows(
-                domain, group, members, paths, step_data, memorized, step, layers, config
+                domain, group, members, paths, step_data, memorized, step, layers, config, others
             )
         for (domain,), members in layout.validation.group_by("domain", maintain_order=True):
             val = members["sample_index"].to_numpy()
@@ -319,53 +365,6 @@ def _routing_pass(
                 | {"n_samples": int(val.size), "loss": float(losses[val, t].mean())}
             )
     return pl.concat(sample_frames), pl.DataFrame(group_rows, schema=GROUP_SCHEMA)
-
-
-def _metric_series(groups: pl.DataFrame, layout: _Layout, config: AnalyzeConfig) -> pl.DataFrame:
-    """One row per (step, domain) with every Table-1 metric, for the correlation step."""
-    whole = groups.filter(pl.col("layer") == WHOLE_PATHWAY)
-    train_domains = [POOLED, *layout.domains]
-    base = (
-        whole.filter((pl.col("group") == "all") & pl.col("domain").is_in(train_domains))
-        .select(
-            "step",
-            "domain",
-            "distance",
-            "consistency",
-            "smoothness",
-            "adjacent_cosine",
-            pl.col("loss").alias("train_loss"),
-        )
-        .sort("domain", "step")
-    )
-    for group, name in (("memorized", "distance_memorized"), ("tracked", "distance_tracked")):
-        base = base.join(
-            whole.filter(pl.col("group") == group).select(
-                "step", "domain", pl.col("distance").alias(name)
-            ),
-            on=["step", "domain"],
-            how="left",
-        )
-    series = base.with_columns(
-        train_loss_ma=pl.col("train_loss")
-        .map_batches(lambda s: pl.Series(moving_average(s.to_numpy())), return_dtype=pl.Float64)
-        .over("domain")
-    )
-    validation = whole.filter(pl.col("domain").is_in(list(config.validation_domains)))
-    if validation.height:
-        pooled = validation.group_by("step").agg(
-            validation_loss=(pl.col("loss") * pl.col("n_samples")).sum() / pl.col("n_samples").sum()
-        )
-        series = series.join(pooled, on="step", how="left")
-    # columns added after the paper's come last, so that earlier tables keep their layout
-    series = series.join(
-        whole.filter(pl.col("group") == EARLY).select(
-            "step", "domain", pl.col("distance").alias("distance_early")
-        ),
-        on=["step", "domain"],
-        how="left",
-    )
-    return series.sort("domain", "step")
 
 
 def _pooled_accuracy(accuracy: pl.DataFrame, correctness: pl.DataFrame | None) -> pl.DataFrame:
@@ -548,7 +547,12 @@ def analyze_run(
     }
     if truth is not None:
         acc = _pooled_accuracy(truth.accuracy, truth.correctness)
-        series = _metric_series(groups, layout, config)
+        series = metric_series(
+            groups,
+            layout.domains,
+            validation_domains=config.validation_domains,
+            control_domains=config.control_domains,
+        )
         metrics = {m: needs for m, needs in TABLE1_METRICS.items() if m in series.columns}
         tables["accuracy"] = acc
         tables["metric_series"] = series

@@ -94,7 +94,7 @@ def test_each_early_group_is_correlated_from_its_own_onset(analysed):
         joined = joined.filter(pl.col(metric).is_not_nan())
         assert row["n"] == joined.height, (row["group"], metric)
         if row["n"] >= 3 and joined[metric].n_unique() > 1:
-            assert row["first_step"] == joined["step"][0] == row["mem_onset"]
+            assert row["first_step"] == joined["step"][0] >= row["mem_onset"]
             r = stats.pearsonr(joined[metric], joined["accuracy"]).statistic
             assert row["pearson_r"] == pytest.approx(r)
             checked += 1

@@ -37,6 +37,11 @@ SIGNALS: dict[str, tuple[str, str]] = {
     # beyond the paper: the fixed early memorization group (last: the rows above keep their
     # bootstrap streams)
     "distance_early": ("training data", "routing"),
+    # beyond the paper: routing churn of the memorized group (metrics/churn.py), minus the
+    # control domains', and its divergence across domains minus within
+    "churn": ("training data", "routing"),
+    "churn_excess": ("training data", "routing"),
+    "divergence_contrast": ("training data", "routing"),
 }
 
 CORRELATION_SCHEMA = {
