@@ -103,6 +103,12 @@ def test_t6_is_zero_on_the_control_unless_the_metric_tracks_its_noise(table):
     assert mirror["passed"] is False and mirror["statistic"] < -0.9
     no_control = trend_table(_series().filter(pl.col("domain") != "facts"), metrics=["lead"])
     assert _get(no_control, "lead", "T6")["passed"] is None
+    # a metric that does not move at all on the control (churn minus the control's own) is ≈ 0
+    flat = _series().with_columns(
+        flat=pl.when(pl.col("domain") == "facts").then(0.0).otherwise(pl.col("lead"))
+    )
+    row = _get(trend_table(flat, metrics=["flat"]), "flat", "T6")
+    assert row["passed"] is True and row["statistic"] == 0.0
 
 
 def test_t4_is_undecided_below_its_run_count():

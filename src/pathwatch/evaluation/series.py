@@ -41,6 +41,17 @@ def metric_series(
     polars.DataFrame
         ``step, domain``, the paper's metrics and baselines, then ``distance_early``, ``churn``,
         ``churn_excess``, ``divergence_contrast``.
+
+    Examples
+    --------
+    >>> rows = [{"domain": d, "group": g, "step": s, "layer": -1, "distance": 5.0 - s,
+    ...          "consistency": 0.1, "smoothness": 0.9, "adjacent_cosine": 0.5, "loss": 1.0,
+    ...          "n_samples": 4, "churn": 0.1 * s if d == "add" else 0.05, "churn_members": 4,
+    ...          "divergence_within": 0.2, "divergence_cross": 0.5}
+    ...         for d in ("add", "facts") for g in ("all", "memorized") for s in (1, 2)]
+    >>> series = metric_series(pl.DataFrame(rows), ["add", "facts"])
+    >>> series.filter(pl.col("domain") == "add")["churn_excess"].round(2).to_list()
+    [0.05, 0.15]
     """
     whole = groups.filter(pl.col("layer") == WHOLE_PATHWAY)
     train_domains = [POOLED, *domains]

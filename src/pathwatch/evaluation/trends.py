@@ -21,13 +21,17 @@ so does the training loss. The six tests here ask more of a signal, each with th
 - **T6** control: on the control domains (memorize-only, accuracy at chance) the T1 correlation
   must be ≈ 0: ``|r| <= t6_max_abs_r``.
 
-T1–T5 use the other (skill) domains. A run is one (``runs`` columns, domain) series.
+T1–T5 use the other (skill) domains. A run is one (``runs`` columns, domain) series. T1–T3 and
+T6 are sign-free (a metric may fall or rise with accuracy); T4's detector watches for a fall
+relative to the running maximum, as the study's detector does, so a metric that rises with accuracy
+is tested there through its mirror (``smoothness`` = 1 − ``consistency``), and a metric that can be
+negative (``churn_excess``) is tested as it is.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -121,7 +125,11 @@ class TrendCriteria:
         check_int(func, "t3_permutations", self.t3_permutations, low=1)
         check_int(func, "t4_min_runs", self.t4_min_runs, low=3)
         domains = self.control_domains
-        if isinstance(domains, str) or not all(isinstance(d, str) and d for d in domains):
+        if (
+            isinstance(domains, str)
+            or not isinstance(domains, Iterable)
+            or not all(isinstance(d, str) and d for d in domains)
+        ):
             raise invalid_parameter(func, "control_domains", "a tuple of domain names", domains)
         object.__setattr__(self, "control_domains", tuple(domains))
         check_int(func, "detector_run", self.detector_run, low=1)
@@ -183,8 +191,13 @@ def _pooled(r: Sequence[float]) -> tuple[float, float, int]:
 
 
 def _changes_r(run: _Run, metric: str) -> float:
-    """T1 of one run: r of step-to-step changes of the metric and of accuracy."""
-    return _pearson(np.diff(run.columns[metric]), np.diff(run.accuracy))
+    """T1 of one run: r of step-to-step changes of the metric and of accuracy; 0 where the
+    metric does not change at all (it cannot move with accuracy), NaN where it is undefined."""
+    change, acc_change = np.diff(run.columns[metric]), np.diff(run.accuracy)
+    finite = np.isfinite(change) & np.isfinite(acc_change)
+    if finite.sum() >= 3 and np.all(change[finite] == 0):
+        return 0.0
+    return _pearson(change, acc_change)
 
 
 def _residual(design: NDArray[np.float64], y: NDArray[np.float64]) -> NDArray[np.float64]:

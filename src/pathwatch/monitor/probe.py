@@ -138,8 +138,10 @@ class PathwayMonitor:
         if unit not in UNITS:
             raise unknown_name("distance unit", str(unit), UNITS)
         check_float(func, "delta", delta, low=0)
-        if isinstance(control_domains, str) or not all(
-            isinstance(d, str) and d for d in control_domains
+        if (
+            isinstance(control_domains, str)
+            or not isinstance(control_domains, Iterable)
+            or not all(isinstance(d, str) and d for d in control_domains)
         ):
             raise invalid_parameter(
                 func, "control_domains", "a sequence of domain names", control_domains
