@@ -184,6 +184,10 @@ def test_the_reduced_study_runs_through_the_cli_and_resumes(tmp_path):
         (seed, domain) for seed in (0, 1) for domain in ("add", "facts", "mul", "sub")
     )
     assert "## Did each run grok?" in report
+    trends = pl.read_parquet(out / "tables" / "trends.parquet")
+    assert {"churn", "train_loss", "distance"} <= set(trends["metric"])
+    assert set(trends["test"]) == {"T1", "T2", "T3", "T4", "T5", "T6"}
+    assert "## Trend tests" in report
     series = pl.read_parquet(out / "tables" / "series.parquet")
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 0, again.output
