@@ -193,6 +193,7 @@ CASES: dict[str, tuple[Call, dict[str, list[Any]]]] = {
             "steps": [[3, 2, 1, 0]],
             "delta": [-1.0],
             "target": [(0.5, 0.2)],
+            "scale_delta": BAD_FLAGS,
         },
     ),
     "memorization_table": (
@@ -204,6 +205,7 @@ CASES: dict[str, tuple[Call, dict[str, list[Any]]]] = {
             "epsilon": ["bogus", -1.0],
             "delta": [-1.0],
             "target": [(0.5, 0.2)],
+            "scale_delta": BAD_FLAGS,
         },
     ),
     "match_groups": (
@@ -285,8 +287,11 @@ CASES: dict[str, tuple[Call, dict[str, list[Any]]]] = {
             "unit": ["word"],
             "epsilon": [-1.0, float("inf")],
             "delta": [-3],
+            "scale_delta": BAD_FLAGS,
             "max_pairs": [0, *NEGATIVE_INTS],
             "validation_domains": ["validation", [""]],
+            "control_domains": ["facts", [""]],
+            "early_lead": [0, *NEGATIVE_INTS],
             "start": ["soon", -1],
             "embedder": ["bogus"],
             "n_boot": [0],
@@ -308,6 +313,7 @@ CASES: dict[str, tuple[Call, dict[str, list[Any]]]] = {
             "level": [0, 1],
             "n_boot": [0],
             "jobs": [0],
+            "trends": [{"alpha": 0.1}],
         },
     ),
     "PathwayMonitor": (
@@ -320,6 +326,7 @@ CASES: dict[str, tuple[Call, dict[str, list[Any]]]] = {
             "unit": ["word"],
             "epsilon": ["bogus", -1.0],
             "delta": [-1.0],
+            "control_domains": ["facts", [""]],
             "max_pairs": [0],
             "warn_after": [0],
             "stall_tolerance": [-1.0],

@@ -9,6 +9,7 @@ time, whatever the number of checkpoints.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,14 +24,18 @@ from pathwatch.config import AnalyzeConfig
 from pathwatch.dynamics import NEVER, embed_texts, match_groups
 from pathwatch.dynamics.onsets import memorization_table
 from pathwatch.errors import InputError, StoreError
-from pathwatch.evaluation import correlation_table, generalization_table, moving_average
+from pathwatch.evaluation import correlation_table, generalization_table
 from pathwatch.evaluation.accuracy import AccuracyTables, read_accuracy
+from pathwatch.evaluation.early import EARLY, early_cutoffs, group_correlation_table
+from pathwatch.evaluation.series import POOLED, WHOLE_PATHWAY, metric_series
 from pathwatch.metrics import (
     Pathways,
+    churn_columns,
     consistency_metrics,
     layer_distances,
     pairwise_distance_stats,
     pathways,
+    routing_churn,
 )
 from pathwatch.store import RunStore
 from pathwatch.store.manifest import MANIFEST_NAME
@@ -39,10 +44,6 @@ from pathwatch.store.units import unit_path
 if TYPE_CHECKING:
     from pathwatch.capture.samples import Sample
 
-#: Label of the rows that pool every training domain.
-POOLED = "all"
-#: ``layer`` value of rows about the whole pathway rather than one MoE layer.
-WHOLE_PATHWAY = -1
 
 #: Metrics correlated with accuracy (the paper's Table 1 and its baselines), and what each needs.
 TABLE1_METRICS: dict[str, str] = {
@@ -55,6 +56,11 @@ TABLE1_METRICS: dict[str, str] = {
     "train_loss": "training data",
     "train_loss_ma": "training data",
     "validation_loss": "held-out data",
+    # beyond the paper's Table 1, last so that the rows before keep their bootstrap streams
+    "distance_early": "training data",
+    "churn": "training data",
+    "churn_excess": "training data",
+    "divergence_contrast": "training data",
 }
 
 
@@ -86,6 +92,7 @@ class _Layout:
     )  # sample_index, id, domain, mem_onset, epsilon (+ text) of the training probes
     rows: np.ndarray  # (n,) positions of the training probes in capture order
     validation: pl.DataFrame  # sample_index, id, domain of the validation samples
+    early: dict[str, int] = field(default_factory=dict)  # domain -> latest t* of its early group
 
     @property
     def onsets(self) -> np.ndarray:
@@ -102,7 +109,9 @@ class _Layout:
         ``memorized`` holds every sample with a memorization onset (known only in hindsight, from
         any t*); ``tracked`` only those memorized by ``step`` (onset ≤ step: from then on their
         loss stays ≤ ε and within δ of its final value); ``train@<t*>`` is followed from its own
-        t* on, as in the paper, so it has no rows before t*.
+        t* on, as in the paper, so it has no rows before t*; ``early`` is the union of a domain's
+        ``train@<t*>`` groups with t* ≤ its early cutoff (memorized ``early_lead`` checkpoints
+        before accuracy's rise), a fixed group followed once every member is memorized.
         """
         domain = self.samples["domain"].to_numpy()
         every = np.arange(domain.size)
@@ -116,6 +125,11 @@ class _Layout:
                 for onset in np.unique(self.onsets[members]):
                     if onset != NEVER and onset <= step:
                         yield name, f"train@{onset}", members[self.onsets[members] == onset]
+                if name in self.early:
+                    onsets = self.onsets[members]
+                    early = members[(onsets != NEVER) & (onsets <= self.early[name])]
+                    if early.size and self.onsets[early].max() <= step:
+                        yield name, EARLY, early
 
 
 def _open_run(run: str | Path) -> RunStore:
@@ -182,10 +196,15 @@ def _layout(
         train["domain"].to_list(),
         epsilon="auto" if config.epsilon is None else config.epsilon,
         delta=config.delta,
+        scale_delta=config.scale_delta,
     )
     notes = [f"{r['domain']}: {r['note']}" for r in epsilon.iter_rows(named=True)]
+    delta = onsets["domain"].replace_strict(dict(epsilon.select("domain", "delta").rows()))
     layout = _Layout(
-        pl.concat([train, onsets.select("mem_onset", "epsilon")], how="horizontal"),
+        pl.concat(
+            [train, onsets.select("mem_onset", "epsilon"), delta.alias("delta").to_frame()],
+            how="horizontal",
+        ),
         rows,
         samples[np.setdiff1d(np.arange(samples.height), rows)],
     )
@@ -202,8 +221,13 @@ def _group_rows(
     step: int,
     layers: Sequence[int],
     config: AnalyzeConfig,
+    others: np.ndarray | None = None,
 ) -> list[dict]:
-    """The ``group_metrics`` rows of one group at one checkpoint: whole pathway, then each layer."""
+    """The ``group_metrics`` rows of one group at one checkpoint: whole pathway, then each layer.
+
+    The routing divergence within the group and across domains (against ``others``) is computed
+    for the fixed memorized groups only (:data:`DIVERGENCE_GROUPS`): it costs a pass over pairs.
+    """
     sub = paths[members]
     whole = pairwise_distance_stats(sub, config.unit, max_pairs=config.max_pairs, seed=config.seed)
     cons = step_data["consistency"][members]
@@ -224,6 +248,16 @@ def _group_rows(
             "loss": _nanmean(step_data["loss"][members]),
             "memorized_fraction": float(memorized[members].mean()) if members.size else np.nan,
         }
+        | churn_columns(
+            members,
+            step_data["churn"],
+            step_data["loss_moved"],
+            step_data["delta"],
+            step_data["weights"] if group in DIVERGENCE_GROUPS else None,
+            others,
+            max_pairs=config.max_pairs,
+            seed=config.seed,
+        )
     ]
     if members.size >= 2:
         per_layer = layer_distances(sub, max_pairs=config.max_pairs, seed=config.seed)
@@ -257,6 +291,17 @@ GROUP_SCHEMA = {
     "loss": pl.Float64,
     "memorized_fraction": pl.Float64,
 }
+#: columns beyond the paper (metrics/churn.py), last so that the columns before keep their places;
+#: runs analysed before them lack them
+CHURN_SCHEMA = {
+    "churn": pl.Float64,
+    "churn_members": pl.Int64,
+    "divergence_within": pl.Float64,
+    "divergence_cross": pl.Float64,
+}
+GROUP_SCHEMA |= CHURN_SCHEMA
+#: groups whose routing divergence (within, across domains) is computed: the fixed memorized ones
+DIVERGENCE_GROUPS = ("memorized", EARLY)
 
 
 def _routing_pass(
@@ -270,6 +315,7 @@ def _routing_pass(
     steps = store.steps
     layers = store.manifest.model.moe_layers
     sample_frames, group_rows = [], []
+    previous = None  # the previous checkpoint's routing, for the churn between the two
     for t, step in enumerate(
         tqdm(steps, desc="analyze: routing", unit="ckpt", disable=not progress)
     ):
@@ -277,12 +323,20 @@ def _routing_pass(
         weights = data.mean_weights[layout.rows]
         paths = pathways(weights, threshold=config.threshold)
         cm = consistency_metrics(weights, store.router_weights(step))
+        nan = np.full(layout.rows.size, np.nan)
         step_data = {
             "loss": losses[layout.rows, t],
             "consistency": cm.consistency,
             "smoothness": cm.smoothness,
             "adjacent_cosine": cm.adjacent_cosine,
+            "churn": nan if previous is None else routing_churn(previous, weights),
+            "loss_moved": nan
+            if t == 0
+            else np.abs(losses[layout.rows, t] - losses[layout.rows, t - 1]),
+            "delta": layout.samples["delta"].to_numpy(),
+            "weights": weights,
         }
+        previous = weights
         sample_frames.append(
             layout.samples.select("sample_index", "id", "domain").with_columns(
                 step=pl.lit(step, pl.Int64),
@@ -295,9 +349,14 @@ def _routing_pass(
             )
         )
         memorized = (layout.onsets != NEVER) & (layout.onsets <= step)
-        for domain, group, members in layout.groups(step):
+        listed = list(layout.groups(step))
+        for domain, group, members in listed:
+            others = None
+            if group in DIVERGENCE_GROUPS and domain != POOLED:
+                rest = [m for d, g, m in listed if g == group and d not in (domain, POOLED)]
+                others = np.concatenate(rest) if rest else None
             group_rows += _group_rows(
-                domain, group, members, paths, step_data, memorized, step, layers, config
+                domain, group, members, paths, step_data, memorized, step, layers, config, others
             )
         for (domain,), members in layout.validation.group_by("domain", maintain_order=True):
             val = members["sample_index"].to_numpy()
@@ -306,45 +365,6 @@ def _routing_pass(
                 | {"n_samples": int(val.size), "loss": float(losses[val, t].mean())}
             )
     return pl.concat(sample_frames), pl.DataFrame(group_rows, schema=GROUP_SCHEMA)
-
-
-def _metric_series(groups: pl.DataFrame, layout: _Layout, config: AnalyzeConfig) -> pl.DataFrame:
-    """One row per (step, domain) with every Table-1 metric, for the correlation step."""
-    whole = groups.filter(pl.col("layer") == WHOLE_PATHWAY)
-    train_domains = [POOLED, *layout.domains]
-    base = (
-        whole.filter((pl.col("group") == "all") & pl.col("domain").is_in(train_domains))
-        .select(
-            "step",
-            "domain",
-            "distance",
-            "consistency",
-            "smoothness",
-            "adjacent_cosine",
-            pl.col("loss").alias("train_loss"),
-        )
-        .sort("domain", "step")
-    )
-    for group, name in (("memorized", "distance_memorized"), ("tracked", "distance_tracked")):
-        base = base.join(
-            whole.filter(pl.col("group") == group).select(
-                "step", "domain", pl.col("distance").alias(name)
-            ),
-            on=["step", "domain"],
-            how="left",
-        )
-    series = base.with_columns(
-        train_loss_ma=pl.col("train_loss")
-        .map_batches(lambda s: pl.Series(moving_average(s.to_numpy())), return_dtype=pl.Float64)
-        .over("domain")
-    )
-    validation = whole.filter(pl.col("domain").is_in(list(config.validation_domains)))
-    if validation.height:
-        pooled = validation.group_by("step").agg(
-            validation_loss=(pl.col("loss") * pl.col("n_samples")).sum() / pl.col("n_samples").sum()
-        )
-        series = series.join(pooled, on="step", how="left")
-    return series.sort("domain", "step")
 
 
 def _pooled_accuracy(accuracy: pl.DataFrame, correctness: pl.DataFrame | None) -> pl.DataFrame:
@@ -465,7 +485,8 @@ def analyze_run(
     -------
     Analysis
         The run directory, the tables written (sample_metrics, onsets, epsilon, group_metrics and,
-        with ground truth, accuracy, metric_series, test_onsets, correlations, matches) and notes.
+        with ground truth, accuracy, metric_series, group_correlations, test_onsets, correlations,
+        matches) and notes.
 
     Examples
     --------
@@ -501,6 +522,12 @@ def analyze_run(
                 test = _test_texts(items, test_items, test_onsets, table[rows])
     losses = _losses(store, progress)
     layout, epsilon, notes = _layout(store, table, rows, losses, config)
+    cutoffs = {}
+    if truth is not None:
+        cutoffs = early_cutoffs(
+            truth.accuracy, store.steps, lead=config.early_lead, start=config.start
+        )
+        layout = dataclasses.replace(layout, early={d: c for d, (_, c) in cutoffs.items()})
     samples, groups = _routing_pass(store, layout, losses, config, progress)
     n_nan = groups.filter((pl.col("domain") == POOLED) & (pl.col("group") == "all"))[
         "consistency_nan"
@@ -520,10 +547,18 @@ def analyze_run(
     }
     if truth is not None:
         acc = _pooled_accuracy(truth.accuracy, truth.correctness)
-        series = _metric_series(groups, layout, config)
+        series = metric_series(
+            groups,
+            layout.domains,
+            validation_domains=config.validation_domains,
+            control_domains=config.control_domains,
+        )
         metrics = {m: needs for m, needs in TABLE1_METRICS.items() if m in series.columns}
         tables["accuracy"] = acc
         tables["metric_series"] = series
+        tables["group_correlations"] = group_correlation_table(
+            groups, acc, cutoffs, n_boot=config.n_boot, seed=config.seed
+        )
         tables["correlations"] = correlation_table(
             series,
             acc,

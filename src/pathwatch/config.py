@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from pathwatch._validate import (
+    check_bool,
     check_choice,
     check_float,
     check_int,
@@ -111,11 +112,22 @@ class AnalyzeConfig:
         Memorization loss threshold (≥ 0) for every domain; None chooses it per domain so that
         20–25% of the domain is memorized before the last checkpoint.
     delta : float, default 0.05
-        Memorization stability band, ≥ 0.
+        Memorization stability band, ≥ 0, on the paper's 0.1 ε grid.
+    scale_delta : bool, default True
+        Where the automatic ε is refined below the 0.1 grid, scale δ with the grid step
+        (``delta * grid_step / 0.1``, :func:`pathwatch.dynamics.onsets.scaled_delta`); False
+        keeps δ absolute. A given ``epsilon`` always uses ``delta`` as it is.
     max_pairs : int or None, default 200_000
         A group with more pairs than this gets a sampled estimate with a 95% CI; None is always exact.
     validation_domains : tuple of str, default ("validation",)
         Sample domains that form a validation set: only their mean loss is used, as a baseline.
+    control_domains : tuple of str, default ("facts",)
+        Training domains that cannot generalize (memorize-only): the routing churn of the others
+        is also reported minus theirs (``churn_excess``).
+    early_lead : int, default 3
+        A domain's fixed early memorization group ``early`` holds its probes memorized at least
+        this many checkpoints before accuracy's rise starts (needs accuracy); it and each
+        ``train@<t*>`` group of those probes are correlated from their own t* on.
     start : "auto" or int, default "auto"
         First checkpoint step of the correlation window; "auto" detects accuracy's sustained rise
         per domain.
@@ -140,8 +152,11 @@ class AnalyzeConfig:
     unit: str = "char"
     epsilon: float | None = None
     delta: float = 0.05
+    scale_delta: bool = True
     max_pairs: int | None = 200_000
     validation_domains: tuple[str, ...] = ("validation",)
+    control_domains: tuple[str, ...] = ("facts",)
+    early_lead: int = 3
     start: str | int = "auto"
     embedder: str = "auto"
     n_boot: int = 2000
@@ -160,16 +175,17 @@ class AnalyzeConfig:
         _set(
             self, "max_pairs", check_int(func, "max_pairs", self.max_pairs, low=1, allow_none=True)
         )
-        domains = self.validation_domains
-        if (
-            isinstance(domains, str)
-            or not isinstance(domains, Iterable)
-            or not all(isinstance(d, str) and d for d in domains)
-        ):
-            raise invalid_parameter(
-                func, "validation_domains", "a tuple of non-empty domain names", domains
-            )
-        _set(self, "validation_domains", tuple(domains))
+        check_bool(func, "scale_delta", self.scale_delta)
+        for name in ("validation_domains", "control_domains"):
+            domains = getattr(self, name)
+            if (
+                isinstance(domains, str)
+                or not isinstance(domains, Iterable)
+                or not all(isinstance(d, str) and d for d in domains)
+            ):
+                raise invalid_parameter(func, name, "a tuple of non-empty domain names", domains)
+            _set(self, name, tuple(domains))
+        _set(self, "early_lead", check_int(func, "early_lead", self.early_lead, low=1))
         if self.start != "auto":
             if not is_int(self.start) or self.start < 0:
                 raise invalid_parameter(

@@ -14,6 +14,7 @@ from pathwatch.dynamics import (
     group_labels,
     memorization_onset,
     memorization_table,
+    scaled_delta,
 )
 from pathwatch.errors import InputError
 
@@ -119,8 +120,8 @@ def test_memorization_bad_input(kwargs, match):
         memorization_onset(**args)
 
 
-def before_last(losses, steps, eps):
-    onsets = memorization_onset(losses, steps, eps)
+def before_last(losses, steps, eps, delta=0.05):
+    onsets = memorization_onset(losses, steps, eps, delta)
     return np.mean((onsets != -1) & (onsets < steps[-1]))
 
 
@@ -130,11 +131,15 @@ def test_auto_epsilon_is_the_smallest_in_band_point_of_the_coarsest_grid(losses)
     # losses on a 0.01 grid: every reachable fraction is reached on the 0.01 grid
     steps = np.arange(losses.shape[1])
     choice = auto_epsilon(losses, steps)
-    assert choice.fraction == pytest.approx(before_last(losses, steps, choice.epsilon))
+    assert choice.delta == pytest.approx(0.05 * choice.grid_step / 0.1)
+    assert choice.fraction == pytest.approx(
+        before_last(losses, steps, choice.epsilon, choice.delta)
+    )
     expected = None
     for step, digits in [(0.1, 1), (0.01, 2)]:
         grid = np.round(np.arange(1, int(3.2 / step) + 1) * step, digits)
-        inside = [e for e in grid if 0.20 <= before_last(losses, steps, e) <= 0.25]
+        delta = 0.05 * step / 0.1  # δ scales with the grid step below the 0.1 grid
+        inside = [e for e in grid if 0.20 <= before_last(losses, steps, e, delta) <= 0.25]
         if inside:
             expected = (inside[0], step)
             break
@@ -163,9 +168,44 @@ def test_auto_epsilon_lands_in_band_at_any_loss_scale(scale, step, seed):
     assert 0.20 <= choice.fraction <= 0.25
     assert choice.grid_step <= step  # never coarser than the loss scale allows
     assert abs(choice.epsilon / choice.grid_step - round(choice.epsilon / choice.grid_step)) < 1e-6
-    onsets = memorization_onset(losses, steps, choice.epsilon)
+    assert choice.delta == pytest.approx(0.05 * choice.grid_step / 0.1)
+    onsets = memorization_onset(losses, steps, choice.epsilon, choice.delta)
     assert np.mean((onsets != -1) & (onsets < steps[-1])) == pytest.approx(choice.fraction)
     assert f"{choice.epsilon:g}" in choice.note
+
+
+@pytest.mark.parametrize("scale", [0.05, 0.004])
+def test_delta_scales_with_the_grid_step_and_can_be_kept_absolute(scale):
+    losses, steps = synthetic_losses(scale, seed=5)
+    scaled = auto_epsilon(losses, steps)
+    absolute = auto_epsilon(losses, steps, scale_delta=False)
+    assert scaled.grid_step < 0.1 and scaled.delta == pytest.approx(0.05 * scaled.grid_step / 0.1)
+    assert f"δ = {scaled.delta:g}" in scaled.note
+    assert absolute.delta == 0.05
+    # the table dates every domain's onsets with its choice's δ
+    onsets, eps = memorization_table(losses, steps, ["d"] * len(losses))
+    assert eps["delta"].to_list() == [scaled.delta]
+    np.testing.assert_array_equal(
+        onsets["mem_onset"], memorization_onset(losses, steps, scaled.epsilon, scaled.delta)
+    )
+    _, kept = memorization_table(losses, steps, ["d"] * len(losses), scale_delta=False)
+    assert kept["delta"].to_list() == [0.05]
+
+
+def test_delta_stays_absolute_on_the_coarse_grid():
+    losses, steps = synthetic_losses(1.75, seed=1)
+    choice = auto_epsilon(losses, steps)
+    assert (choice.grid_step, choice.delta) == (0.1, 0.05)
+    assert "δ" not in choice.note
+    assert scaled_delta(0.05, 0.1) == 0.05 and scaled_delta(0.05, 1e-3) == pytest.approx(5e-4)
+
+
+def test_memorization_onset_takes_one_delta_per_sample():
+    losses = np.array([[2.0, 0.30, 0.31], [2.0, 0.30, 0.31]])
+    onsets = memorization_onset(losses, [1, 2, 3], 0.5, np.array([0.05, 0.001]))
+    assert onsets.tolist() == [2, 3]
+    with pytest.raises(InputError, match=r"'delta' parameter .* >= 0"):
+        memorization_onset(losses, [1, 2, 3], 0.5, np.array([0.05, -1.0]))
 
 
 def test_auto_epsilon_prefers_the_coarse_grid_and_its_smallest_point():
@@ -268,6 +308,7 @@ def test_memorization_table_chooses_eps_per_domain():
         "in_target",
         "grid_step",
         "note",
+        "delta",
     ]
     assert eps["domain"].to_list() == ["code", "math"]
     for domain, losses in [("math", paper), ("code", tiny)]:
@@ -280,7 +321,7 @@ def test_memorization_table_chooses_eps_per_domain():
         )
         mine = onsets.filter(onsets["domain"] == domain)
         np.testing.assert_array_equal(
-            mine["mem_onset"], memorization_onset(losses, steps, choice.epsilon)
+            mine["mem_onset"], memorization_onset(losses, steps, choice.epsilon, choice.delta)
         )
         assert (mine["epsilon"] == choice.epsilon).all()
 

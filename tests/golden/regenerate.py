@@ -4,6 +4,10 @@ Run only for an intended change of pathwatch's outputs, and say so in the commit
 
     .venv/bin/python tests/golden/regenerate.py
 
+or, when only analyze's outputs change (the stored checkpoints, probes and units stay as they are):
+
+    .venv/bin/python tests/golden/regenerate.py --analysis
+
 It trains ``TestbedConfig.tiny()`` (seed 0), keeps every second checkpoint, captures them with
 ``pathwatch capture`` and analyses the run with ``pathwatch analyze`` (the demo's options), then
 stores the inputs (checkpoints, probes, accuracy, test items) and the outputs (units, routers,
@@ -67,6 +71,21 @@ def main() -> None:
         assert not (run / name).exists()
 
 
+def reanalyze() -> None:
+    """Rewrite only analyze's outputs (tables, analyze.txt) from the stored run's units."""
+    run = GOLDEN / "run"
+    shutil.rmtree(run / "tables")
+    manifest = (run / "manifest.json").read_text()
+    (run / "manifest.json").write_text(manifest.replace("{GOLDEN}", str(GOLDEN)))
+    try:
+        result = subprocess.run(
+            analyze_args(GOLDEN / "inputs", run), check=True, capture_output=True, text=True
+        )
+    finally:
+        (run / "manifest.json").write_text(manifest)
+    (GOLDEN / "analyze.txt").write_text(normalize(result.stdout, run))
+
+
 def capture_args(inputs: Path, run: Path) -> list[str]:
     """`pathwatch capture` of the golden checkpoints into ``run``."""
     args = [sys.executable, "-m", "pathwatch", "capture", "--no-progress"]
@@ -97,4 +116,4 @@ def normalize(text: str, run: Path) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    reanalyze() if sys.argv[1:] == ["--analysis"] else main()

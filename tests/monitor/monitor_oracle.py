@@ -11,6 +11,7 @@ import pytest
 from pathwatch.capture import Capture
 from pathwatch.dynamics.onsets import auto_epsilon
 from pathwatch.metrics import consistency, mean_pairwise_distance, pathways, smoothness
+from pathwatch.metrics.churn import group_churn, routing_churn
 from pathwatch.metrics.consistency import adjacent_cosine
 from tiny_models import VOCAB
 
@@ -28,12 +29,12 @@ def make_probe(n_per_domain: int = 6, seed: int = 0) -> list[dict]:
     ]
 
 
-def _memorized_before_last(losses: np.ndarray, eps: np.ndarray, delta: float) -> np.ndarray:
+def _memorized_before_last(losses: np.ndarray, eps: np.ndarray, delta: np.ndarray) -> np.ndarray:
     """SPEC's rule read literally, T the last column: some t* < T from which every checkpoint holds."""
     n, t_last = losses.shape[0], losses.shape[1] - 1
 
     def holds(i: int, t: int) -> bool:
-        return losses[i, t] <= eps[i] and abs(losses[i, t] - losses[i, t_last]) <= delta
+        return losses[i, t] <= eps[i] and abs(losses[i, t] - losses[i, t_last]) <= delta[i]
 
     return np.array(
         [
@@ -52,6 +53,7 @@ def reference_records(
     unit: str = "char",
     delta: float = 0.05,
     epsilon: float | None = None,
+    controls: tuple[str, ...] = ("facts",),
 ) -> list[dict[str, float]]:
     """What the monitor must log, from the library functions called one by one.
 
@@ -64,27 +66,39 @@ def reference_records(
     records = []
     for t, cap in enumerate(captures):
         seen = losses[:, : t + 1]
+        deltas = dict.fromkeys(groups, delta)
         if epsilon is not None:
             eps = dict.fromkeys(groups, epsilon)
         elif t == 0:
             eps = dict.fromkeys(groups, math.nan)
         else:
-            eps = {
-                d: auto_epsilon(seen[domains == d], steps[: t + 1], delta=delta).epsilon
-                for d in groups
+            choices = {
+                d: auto_epsilon(seen[domains == d], steps[: t + 1], delta=delta) for d in groups
             }
+            eps = {d: c.epsilon for d, c in choices.items()}
+            deltas = {d: c.delta for d, c in choices.items()}  # δ scaled below the 0.1 grid
+        delta_of = np.array([deltas[d] for d in domains])
         if t == 0:
             memorized = np.zeros(len(probe), dtype=bool)
         else:
-            memorized = _memorized_before_last(seen, np.array([eps[d] for d in domains]), delta)
+            memorized = _memorized_before_last(seen, np.array([eps[d] for d in domains]), delta_of)
         paths = pathways(cap.mean_weights, threshold)
         cons = consistency(cap.mean_weights, cap.router_weights)
         smooth = smoothness(cap.mean_weights, cap.router_weights)
         adjacent = adjacent_cosine(cap.mean_weights, cap.router_weights)
+        churn = moved = np.full(len(probe), np.nan)
+        if t:
+            churn = routing_churn(captures[t - 1].mean_weights, cap.mean_weights)
+            moved = np.abs(losses[:, t] - losses[:, t - 1])
+        control = np.flatnonzero(np.isin(domains, controls) & memorized)
+        control_churn = group_churn(churn[control], moved[control], delta_of[control])[0]
         record = {}
         for scope in scopes:
             index = np.flatnonzero((domains == scope) | (scope == "all"))
             held = index[memorized[index]]
+            record[f"churn/{scope}"] = group_churn(churn[held], moved[held], delta_of[held])[0]
+            if np.isin(domains, controls).any():
+                record[f"churn_excess/{scope}"] = record[f"churn/{scope}"] - control_churn
             record[f"loss/{scope}"] = float(np.mean(cap.loss[index].astype(np.float64)))
             record[f"distance/{scope}"] = mean_pairwise_distance(paths[index], unit)
             record[f"distance_memorized/{scope}"] = mean_pairwise_distance(paths[held], unit)

@@ -84,6 +84,22 @@ def test_plain_loop_records_equal_the_library_on_each_checkpoint(tmp_path, domai
     np.testing.assert_array_equal(monitor.losses, np.stack([c.loss for c in captures], axis=1))
 
 
+def test_churn_and_its_excess_over_a_control_domain_equal_the_library():
+    probe = make_probe()
+    monitor = PathwayMonitor(probe, delta=0.5, control_domains=("beta",))
+    captures = _train_and_monitor(monitor, probe)
+    want = reference_records(captures, list(CHECKPOINTS), probe, delta=0.5, controls=("beta",))
+    for record, expected in zip(monitor.history, want, strict=True):
+        assert {"churn_excess/all", "churn_excess/alpha", "churn/beta"} <= set(record)
+        assert_records_match(record, expected)
+    assert np.isnan(monitor.history[0]["churn/all"])  # no checkpoint before the first
+    assert any(np.isfinite(r["churn/all"]) for r in monitor.history[1:])  # the churn branch ran
+    assert all(
+        r["churn_excess/beta"] in (0.0,) or np.isnan(r["churn_excess/beta"])
+        for r in monitor.history
+    )
+
+
 @given(st.lists(st.floats(-1e6, 1e6) | st.just(float("nan")), max_size=12))
 def test_consecutive_rises_counts_the_trailing_run_of_rises(values):
     expected = 0

@@ -299,3 +299,24 @@ def test_a_correlation_without_window_or_ci_prints_na(tmp_path: Path) -> None:
     text = build_report(run).read_text(encoding="utf-8")
     assert "n/a–n/a" in text and "[nan, nan]" in text
     assert "its CI includes 0" not in text
+
+
+def test_churn_columns_are_read_where_the_run_has_them(tmp_path: Path) -> None:
+    from pathwatch.report.summary import load_tables, summarize
+
+    run = make_run(tmp_path, n_steps=5, domains=("math",))
+    before = load_tables(run)  # a run analysed before the churn columns existed
+    assert "churn" not in before.group_metrics.columns
+    assert not [f for f in summarize(before) if f.topic == "churn"]
+    path = run / "tables" / "group_metrics.parquet"
+    table = pl.read_parquet(path)
+    table.with_columns(
+        churn=pl.col("step").cast(pl.Float64) / 1000,
+        churn_members=pl.lit(3, pl.Int64),
+        divergence_within=pl.lit(0.1),
+        divergence_cross=pl.lit(0.2),
+    ).write_parquet(path)
+    found = [f for f in summarize(load_tables(run)) if f.topic == "churn"]
+    steps = sorted(table["step"].unique())
+    assert found and found[0].values["last"] == pytest.approx(steps[-1] / 1000)
+    assert "routing churn of memorized probes" in found[0].text

@@ -184,8 +184,39 @@ def test_the_reduced_study_runs_through_the_cli_and_resumes(tmp_path):
         (seed, domain) for seed in (0, 1) for domain in ("add", "facts", "mul", "sub")
     )
     assert "## Did each run grok?" in report
+    trends = pl.read_parquet(out / "tables" / "trends.parquet")
+    assert {"churn", "train_loss", "distance"} <= set(trends["metric"])
+    assert set(trends["test"]) == {"T1", "T2", "T3", "T4", "T5", "T6"}
+    assert "## Trend tests" in report
     series = pl.read_parquet(out / "tables" / "series.parquet")
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 0, again.output
     assert "2/2 units reused, 0 to run" in again.output
     assert pl.read_parquet(out / "tables" / "series.parquet").equals(series)
+
+
+def test_every_metric_and_baseline_goes_through_the_trend_tests(synthetic):
+    from pathwatch.evaluation.trends import TESTS
+
+    trends = synthetic["trends"]
+    metrics = {"distance", "distance_tracked", "train_loss"}
+    assert set(trends["metric"]) == metrics
+    assert trends.height == len(metrics) * len(TESTS)
+    assert set(trends["kind"]) == {"routing", "baseline"}
+    row = trends.filter((pl.col("metric") == "distance_tracked") & (pl.col("test") == "T1"))
+    assert row["passed"][0] is True  # the planted lead moves with accuracy, step by step
+    noise = trends.filter((pl.col("metric") == "distance") & (pl.col("test") == "T3"))
+    assert noise["passed"][0] is False
+    control = trends.filter((pl.col("metric") == "distance_tracked") & (pl.col("test") == "T6"))
+    assert control["n"][0] == len(SEEDS) and control["passed"][0] is True
+
+
+def test_the_report_shows_the_trend_tests(synthetic):
+    from pathwatch.report.study import study_markdown
+
+    config = StudyConfig(arms=(_arm(),))
+    units = pl.DataFrame({"key": ["synthetic-s0"], "train_cpu_seconds": [1.0]})
+    report = study_markdown(synthetic, config.design(), units, [])
+    assert "## Trend tests" in report
+    assert config.trend_criteria().describe() in report
+    assert "| distance_tracked | routing | " in report

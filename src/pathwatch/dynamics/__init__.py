@@ -10,6 +10,7 @@ from pathwatch.dynamics.onsets import (
     group_labels,
     memorization_onset,
     memorization_table,
+    scaled_delta,
 )
 
 __all__ = [
@@ -25,4 +26,5 @@ __all__ = [
     "memorization_onset",
     "memorization_table",
     "minilm_available",
+    "scaled_delta",
 ]

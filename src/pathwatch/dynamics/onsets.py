@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 from numpy.typing import ArrayLike, NDArray
 
-from pathwatch._validate import check_array, check_float, is_real
+from pathwatch._validate import check_array, check_bool, check_float, is_real
 from pathwatch.errors import InputError, invalid_parameter
 
 NEVER = -1
@@ -41,6 +41,9 @@ class EpsilonChoice(NamedTuple):
         Spacing of the grid ε was taken from (0.1, or a finer decade).
     note : str
         One line on how ε was chosen; says so when no grid point reached the target band.
+    delta : float
+        The stability band δ that goes with this ε: the δ given on the 0.1 grid, scaled by
+        ``grid_step / 0.1`` on a finer grid (see :func:`scaled_delta`).
     """
 
     epsilon: float
@@ -48,6 +51,7 @@ class EpsilonChoice(NamedTuple):
     in_target: bool
     grid_step: float
     note: str
+    delta: float
 
 
 def _steps(steps: ArrayLike, n_checkpoints: int, func: str) -> NDArray[np.int64]:
@@ -97,7 +101,7 @@ def _first_step(mask: NDArray[np.bool_], steps: NDArray[np.int64]) -> NDArray[np
 
 
 def memorization_onset(
-    losses: ArrayLike, steps: ArrayLike, eps: float | ArrayLike, delta: float = 0.05
+    losses: ArrayLike, steps: ArrayLike, eps: float | ArrayLike, delta: float | ArrayLike = 0.05
 ) -> NDArray[np.int64]:
     """Memorization onset t* of each training sample.
 
@@ -112,8 +116,8 @@ def memorization_onset(
         Checkpoint steps, strictly increasing.
     eps : float or array of shape (N,)
         Loss threshold ε, one for all samples or one per sample (e.g. its domain's ε).
-    delta : float, default 0.05
-        Allowed distance from the final loss.
+    delta : float or array of shape (N,), default 0.05
+        Allowed distance from the final loss, one for all samples or one per sample.
 
     Returns
     -------
@@ -128,15 +132,38 @@ def memorization_onset(
     func = "memorization_onset"
     arr = _losses(losses, func)
     step_arr = _steps(steps, arr.shape[1], func)
-    eps_arr = check_array(func, "eps", eps)
-    if eps_arr.ndim > 1 or (eps_arr.ndim == 1 and eps_arr.shape[0] != arr.shape[0]):
-        raise invalid_parameter(func, "eps", f"a float or an array of {arr.shape[0]} floats", eps)
-    if not np.all(np.isfinite(eps_arr) & (eps_arr > 0)):
-        raise invalid_parameter(func, "eps", "positive and finite", eps)
-    delta = check_float(func, "delta", delta, low=0)
-    eps_col = eps_arr.reshape(-1, 1) if eps_arr.ndim else eps_arr
-    ok = (arr <= eps_col) & (np.abs(arr - arr[:, -1:]) <= delta)
+    eps_col = _per_sample(func, "eps", eps, arr.shape[0], positive=True)
+    if np.ndim(delta) == 0:
+        delta = check_float(func, "delta", delta, low=0)
+    delta_col = _per_sample(func, "delta", delta, arr.shape[0], positive=False)
+    ok = (arr <= eps_col) & (np.abs(arr - arr[:, -1:]) <= delta_col)
     return _first_step(_stable_suffix(ok), step_arr)
+
+
+def _per_sample(func: str, name: str, value: object, n: int, *, positive: bool) -> NDArray:
+    """A float or an (n,) array of finite values (> 0, or >= 0), as a column to broadcast."""
+    arr = check_array(func, name, value)
+    if arr.ndim > 1 or (arr.ndim == 1 and arr.shape[0] != n):
+        raise invalid_parameter(func, name, f"a float or an array of {n} floats", value)
+    if not np.all(np.isfinite(arr) & ((arr > 0) if positive else (arr >= 0))):
+        raise invalid_parameter(func, name, "positive and finite" if positive else ">= 0", value)
+    return arr.reshape(-1, 1) if arr.ndim else arr
+
+
+def scaled_delta(delta: float, grid_step: float) -> float:
+    """The δ that goes with an ε of a grid of spacing ``grid_step``: ``delta * grid_step / 0.1``.
+
+    SPEC's δ = 0.05 is half a step of the paper's 0.1 ε grid, for losses of 1.5–2 nats. Where the
+    losses sit at 0.01–0.1 nats and ε is refined to a finer grid, an absolute δ of 0.05 would be
+    wider than ε itself and count any low loss as stable; δ keeps its ratio to the grid step instead.
+    On the 0.1 grid (or a coarser one) δ is ``delta`` unchanged.
+
+    Examples
+    --------
+    >>> scaled_delta(0.05, 0.1), scaled_delta(0.05, 0.001)
+    (0.05, 0.0005)
+    """
+    return float(delta) * min(1.0, float(grid_step) / _COARSE_STEP)
 
 
 def auto_epsilon(
@@ -145,6 +172,7 @@ def auto_epsilon(
     *,
     delta: float = 0.05,
     target: tuple[float, float] = _TARGET,
+    scale_delta: bool = True,
 ) -> EpsilonChoice:
     """Choose ε for one domain so that a target fraction of its samples is memorized before T.
 
@@ -153,6 +181,10 @@ def auto_epsilon(
     finer (0.01, then 0.001, … down to 1e-6), so that losses of 0.01–0.1 nats get an ε as well as
     losses of 1.5–2 nats. The smallest ε in the band is chosen; if none is, the grid point whose
     fraction is closest to the band (smallest ε on ties), and ``note`` says so.
+
+    With ``scale_delta`` (the default) each finer grid judges stability with a δ scaled to its
+    step (:func:`scaled_delta`): δ stays ``delta`` on the 0.1 grid. The δ that goes with the
+    chosen ε is returned with it; :func:`memorization_table` dates onsets with it.
 
     A sample is memorized before T exactly when it satisfies the rule at the last two checkpoints,
     so the fraction at any ε is read from the sorted losses; no onset is recomputed per grid point.
@@ -164,14 +196,16 @@ def auto_epsilon(
     steps : array of shape (T,)
         Checkpoint steps, strictly increasing.
     delta : float, default 0.05
-        δ of :func:`memorization_onset`.
+        δ of :func:`memorization_onset` on the 0.1 grid.
     target : (float, float), default (0.20, 0.25)
         Band of the fraction memorized before the last checkpoint.
+    scale_delta : bool, default True
+        Scale δ with the grid step on grids finer than 0.1; False keeps δ absolute.
 
     Returns
     -------
     EpsilonChoice
-        ``(epsilon, fraction, in_target, grid_step, note)``.
+        ``(epsilon, fraction, in_target, grid_step, note, delta)``.
 
     Examples
     --------
@@ -189,30 +223,41 @@ def auto_epsilon(
         )
     delta, (low, high) = _check_band(func, delta, target)
 
-    # memorized before T  <=>  rule holds at T-1 and T  <=>  stable & max(last two losses) <= eps
-    stable = np.abs(arr[:, -2] - arr[:, -1]) <= delta
-    need = np.sort(np.maximum(arr[stable, -2], arr[stable, -1]))
+    check_bool(func, "scale_delta", scale_delta)
     n = arr.shape[0]
+    # memorized before T  <=>  rule holds at T-1 and T  <=>  stable & max(last two losses) <= eps
+    moved = np.abs(arr[:, -2] - arr[:, -1])
+    highest = np.maximum(arr[:, -2], arr[:, -1])
 
-    def fraction(eps: NDArray[np.float64]) -> NDArray[np.float64]:
-        return np.searchsorted(need, eps, side="right") / n
+    def band(step: float) -> float:
+        return scaled_delta(delta, step) if scale_delta else delta
+
+    def needed(step: float) -> NDArray[np.float64]:
+        """Sorted ε each sample stable within this grid's δ needs to count as memorized."""
+        return np.sort(highest[moved <= band(step)])
+
+    def fraction(eps: NDArray[np.float64], step: float) -> NDArray[np.float64]:
+        return np.searchsorted(needed(step), eps, side="right") / n
 
     # The fraction only grows with ε, so the smallest grid point in the band, if any, is the
     # first one at or above the loss of the ceil(low * n)-th sample to be memorized: look there.
     step, lo = _COARSE_STEP, 0.0
+    need = needed(step)
     k = min(int(np.ceil(low * n)), need.size) - 1
     anchor = need[k] if k >= 0 else step
     base = max(int(np.floor(anchor / step)) - 1, 1)
     grid = np.round((base + np.arange(4)) * step, 1)
-    seen_eps, seen_frac, seen_step = [grid], [fraction(grid)], [np.full(grid.size, step)]
+    seen_eps, seen_frac, seen_step = [grid], [fraction(grid, step)], [np.full(grid.size, step)]
     while True:
         frac = seen_frac[-1]
         inside = (frac >= low) & (frac <= high)
         if inside.any():
             i = int(np.argmax(inside))
             eps = float(seen_eps[-1][i])
-            note = f"ε = {eps:g} on the {step:g} grid: {frac[i]:.1%} memorized before the last checkpoint"
-            return EpsilonChoice(eps, float(frac[i]), True, step, note)
+            note = f"ε = {eps:g} on the {step:g} grid"
+            note += f" (δ = {band(step):g})" if band(step) != delta else ""
+            note += f": {frac[i]:.1%} memorized before the last checkpoint"
+            return EpsilonChoice(eps, float(frac[i]), True, step, note, band(step))
         if step / 10 < _FINEST_STEP or not (frac > high).any():
             break  # finest grid reached, or the band lies above every reachable fraction
         below = seen_eps[-1][frac < low]
@@ -221,7 +266,7 @@ def auto_epsilon(
         digits = round(-np.log10(step))
         grid = np.round(lo + np.arange(1, 10) * step, digits)
         seen_eps.append(grid)
-        seen_frac.append(fraction(grid))
+        seen_frac.append(fraction(grid, step))
         seen_step.append(np.full(grid.size, step))
 
     eps_all, frac_all = np.concatenate(seen_eps), np.concatenate(seen_frac)
@@ -229,12 +274,16 @@ def auto_epsilon(
     gap = np.maximum(low - frac_all, frac_all - high)
     order = np.lexsort((eps_all, gap))
     i = int(order[0])
+    chosen = band(float(step_all[i]))
+    stable = int((moved <= chosen).sum())
     note = (
         f"no ε on grids down to {_FINEST_STEP:g} puts {low:.0%}–{high:.0%} of the samples in "
         f"memorization before the last checkpoint; closest: ε = {eps_all[i]:g} with {frac_all[i]:.1%}"
-        f" ({stable.sum()} of {n} samples are stable within δ = {delta:g} at the last two checkpoints)"
+        f" ({stable} of {n} samples are stable within δ = {chosen:g} at the last two checkpoints)"
     )
-    return EpsilonChoice(float(eps_all[i]), float(frac_all[i]), False, float(step_all[i]), note)
+    return EpsilonChoice(
+        float(eps_all[i]), float(frac_all[i]), False, float(step_all[i]), note, chosen
+    )
 
 
 def memorization_table(
@@ -245,6 +294,7 @@ def memorization_table(
     epsilon: str | float | Mapping[str, float] = "auto",
     delta: float = 0.05,
     target: tuple[float, float] = _TARGET,
+    scale_delta: bool = True,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Memorization onsets of all samples, with ε chosen (or given) per domain.
 
@@ -259,17 +309,21 @@ def memorization_table(
     epsilon : "auto", float or mapping of domain to float, default "auto"
         ``"auto"``: :func:`auto_epsilon` per domain; a float for every domain; or one per domain.
     delta : float, default 0.05
+        δ on the 0.1 grid; with ``epsilon="auto"`` and ``scale_delta`` each domain's onsets use
+        the δ of its ε's grid (:func:`scaled_delta`), a given ε uses ``delta`` as it is.
     target : (float, float), default (0.20, 0.25)
         Band of :func:`auto_epsilon`; with a given ε it only sets ``in_target``.
+    scale_delta : bool, default True
+        Passed to :func:`auto_epsilon`.
 
     Returns
     -------
     onsets : polars.DataFrame
         ``sample_index, domain, mem_onset, epsilon``, one row per sample in input order.
     epsilons : polars.DataFrame
-        ``domain, epsilon, memorized_fraction, in_target, grid_step, note``, one row per domain;
-        ``memorized_fraction`` counts the samples memorized before the last checkpoint, and
-        ``grid_step`` is null for a given ε.
+        ``domain, epsilon, memorized_fraction, in_target, grid_step, note, delta``, one row per
+        domain; ``memorized_fraction`` counts the samples memorized before the last checkpoint,
+        ``grid_step`` is null for a given ε, ``delta`` is the δ its onsets were dated with.
 
     Examples
     --------
@@ -281,7 +335,8 @@ def memorization_table(
     func = "memorization_table"
     arr = _losses(losses, func)
     step_arr = _steps(steps, arr.shape[1], func)
-    _check_band(func, delta, target)
+    delta, _ = _check_band(func, delta, target)
+    check_bool(func, "scale_delta", scale_delta)
     labels = np.asarray(domains, dtype=object)
     if labels.shape != (arr.shape[0],):
         raise invalid_parameter(
@@ -304,24 +359,27 @@ def memorization_table(
     choices: dict[str, EpsilonChoice | float] = {}
     for name in names:
         if epsilon == "auto":
-            choices[name] = auto_epsilon(arr[labels == name], step_arr, delta=delta, target=target)
+            choices[name] = auto_epsilon(
+                arr[labels == name], step_arr, delta=delta, target=target, scale_delta=scale_delta
+            )
         else:
             choices[name] = float(epsilon[name] if isinstance(epsilon, Mapping) else epsilon)
     eps_of = {d: c.epsilon if isinstance(c, EpsilonChoice) else c for d, c in choices.items()}
+    delta_of = {d: c.delta if isinstance(c, EpsilonChoice) else delta for d, c in choices.items()}
     per_sample = np.array([eps_of[d] for d in labels.tolist()], dtype=np.float64)
-    onsets = memorization_onset(arr, step_arr, per_sample, delta)
+    delta_per_sample = np.array([delta_of[d] for d in labels.tolist()], dtype=np.float64)
+    onsets = memorization_onset(arr, step_arr, per_sample, delta_per_sample)
     before = (onsets != NEVER) & (onsets < step_arr[-1])
     rows = []
     for name, choice in choices.items():
         fraction = float(before[labels == name].mean())
         if isinstance(choice, EpsilonChoice):
-            rows.append(
-                (name, choice.epsilon, fraction, choice.in_target, choice.grid_step, choice.note)
-            )
+            c = choice
+            rows.append((name, c.epsilon, fraction, c.in_target, c.grid_step, c.note, c.delta))
         else:
             note = f"ε = {choice:g} given: {fraction:.1%} memorized before the last checkpoint"
             inside = target[0] <= fraction <= target[1]
-            rows.append((name, choice, fraction, inside, None, note))
+            rows.append((name, choice, fraction, inside, None, note, delta))
     onset_table = pl.DataFrame(
         {
             "sample_index": np.arange(arr.shape[0], dtype=np.int64),
@@ -345,6 +403,7 @@ def memorization_table(
             "in_target": pl.Boolean,
             "grid_step": pl.Float64,
             "note": pl.String,
+            "delta": pl.Float64,
         },
         orient="row",
     )

@@ -34,6 +34,14 @@ SIGNALS: dict[str, tuple[str, str]] = {
     "train_loss_ma": ("training data", "baseline"),
     "validation_loss": ("held-out data, other distribution", "baseline"),
     "heldout_loss": ("held-out data, same distribution", "baseline"),
+    # beyond the paper: the fixed early memorization group (last: the rows above keep their
+    # bootstrap streams)
+    "distance_early": ("training data", "routing"),
+    # beyond the paper: routing churn of the memorized group (metrics/churn.py), minus the
+    # control domains', and its divergence across domains minus within
+    "churn": ("training data", "routing"),
+    "churn_excess": ("training data", "routing"),
+    "divergence_contrast": ("training data", "routing"),
 }
 
 CORRELATION_SCHEMA = {

@@ -5,7 +5,9 @@ checkpoint, :meth:`PathwayMonitor.on_checkpoint` captures their routing with
 :func:`pathwatch.capture.capture`, keeps their loss history, and computes with
 :mod:`pathwatch.metrics` and :mod:`pathwatch.dynamics.onsets` the quantities the offline analysis
 reports: pathway distance (all samples, and memorized ones only), consistency, smoothness, adjacent
-layer cosine, memorized fraction and loss, pooled (``all``) and per domain. It holds no metric code of
+layer cosine, memorized fraction, loss and the routing churn of memorized samples
+(:mod:`pathwatch.metrics.churn`; minus the control domains' where the probe set has one), pooled
+(``all``) and per domain. It holds no metric code of
 its own, so its numbers equal what ``pathwatch analyze`` computes on the same checkpoints.
 
 Memorization online. SPEC's rule needs the last checkpoint T of the run, unknown while it trains. The
@@ -33,7 +35,14 @@ from pathwatch.capture.samples import DEFAULT_DOMAIN, check_samples, read_sample
 from pathwatch.config import UNITS
 from pathwatch.dynamics.onsets import NEVER, memorization_table
 from pathwatch.errors import InputError, invalid_parameter, unknown_name
-from pathwatch.metrics import Pathways, consistency_metrics, mean_pairwise_distance, pathways
+from pathwatch.metrics import (
+    Pathways,
+    consistency_metrics,
+    group_churn,
+    mean_pairwise_distance,
+    pathways,
+    routing_churn,
+)
 from pathwatch.monitor.sinks import Sink
 
 ALL = "all"
@@ -70,7 +79,11 @@ class PathwayMonitor:
         its 20–25 % target band by construction and the logged ``epsilon/<domain>`` is the signal);
         a fixed ε makes the memorized fraction itself the signal.
     delta : float, default 0.05
-        Stability tolerance δ of memorization.
+        Stability tolerance δ of memorization (scaled with ε's grid step below the 0.1 grid, as
+        in :func:`pathwatch.auto_epsilon`, when ε is "auto").
+    control_domains : sequence of str, default ("facts",)
+        Memorize-only domains: where the probe set has one, ``churn_excess/<scope>`` logs the
+        churn of each scope minus theirs.
     max_pairs : int, optional
         Estimate distances on this many sampled pairs per group instead of all pairs.
     warn_after : int, default 3
@@ -113,6 +126,7 @@ class PathwayMonitor:
         unit: Literal["char", "expert"] = "char",
         epsilon: float | Mapping[str, float] | Literal["auto"] = "auto",
         delta: float = 0.05,
+        control_domains: Sequence[str] = ("facts",),
         max_pairs: int | None = None,
         warn_after: int = 3,
         stall_tolerance: float | None = 0.01,
@@ -124,6 +138,14 @@ class PathwayMonitor:
         if unit not in UNITS:
             raise unknown_name("distance unit", str(unit), UNITS)
         check_float(func, "delta", delta, low=0)
+        if (
+            isinstance(control_domains, str)
+            or not isinstance(control_domains, Iterable)
+            or not all(isinstance(d, str) and d for d in control_domains)
+        ):
+            raise invalid_parameter(
+                func, "control_domains", "a sequence of domain names", control_domains
+            )
         check_int(func, "max_pairs", max_pairs, low=1, allow_none=True)
         check_int(func, "warn_after", warn_after, low=1)
         check_float(func, "stall_tolerance", stall_tolerance, low=0, allow_none=True)
@@ -164,8 +186,10 @@ class PathwayMonitor:
         if self._by_domain:
             self._scopes.update({d: np.flatnonzero(self._domains == d) for d in self._eps_groups})
         self.epsilon = self._check_epsilon(epsilon)
+        self._control = np.isin(self._domains, list(control_domains))
 
         self.steps: list[int] = []
+        self._previous: NDArray[np.float32] | None = None  # routing at the last checkpoint
         self.history: list[dict[str, float]] = []
         self._losses: list[NDArray[np.float64]] = []
 
@@ -216,7 +240,7 @@ class PathwayMonitor:
         -------
         record : dict
             Metric name -> value, e.g. ``"distance/all"``, ``"distance_memorized/math"``,
-            ``"memorized_fraction/all"``, ``"warning/all"``, ``"monitor/seconds"``. NaN where a
+            ``"memorized_fraction/all"``, ``"churn/all"``, ``"warning/all"``, ``"monitor/seconds"``. NaN where a
             metric is undefined (an empty memorized group; consistency of every sample NaN).
         """
         if not is_int(step):
@@ -251,8 +275,9 @@ class PathwayMonitor:
             sink.log(record, int(step))
         return record
 
-    def _memorized(self) -> tuple[NDArray[np.bool_], dict[str, float]]:
-        """Which probe samples are memorized before the latest checkpoint, and the ε of each group."""
+    def _memorized(self) -> tuple[NDArray[np.bool_], dict[str, float], NDArray[np.float64]]:
+        """Which probe samples are memorized before the latest checkpoint, the ε of each group,
+        and each sample's δ."""
         steps = np.asarray(self.steps)
         if len(steps) < 2:  # nothing can be memorized *before* the only checkpoint
             eps = (
@@ -260,22 +285,35 @@ class PathwayMonitor:
                 if self.epsilon == "auto"
                 else self.epsilon
             )
-            return np.zeros(len(self.samples), dtype=bool), eps
+            none = np.zeros(len(self.samples), dtype=bool)
+            return none, eps, np.full(len(self.samples), self.delta)
         onsets, epsilons = memorization_table(
             self.losses, steps, self._domains.tolist(), epsilon=self.epsilon, delta=self.delta
         )
         onset = onsets["mem_onset"].to_numpy()
         eps = dict(zip(epsilons["domain"].to_list(), epsilons["epsilon"].to_list(), strict=True))
-        return (onset != NEVER) & (onset < steps[-1]), eps
+        delta_of = dict(zip(epsilons["domain"].to_list(), epsilons["delta"].to_list(), strict=True))
+        deltas = np.array([delta_of[d] for d in self._domains.tolist()], dtype=np.float64)
+        return (onset != NEVER) & (onset < steps[-1]), eps, deltas
 
     def _metrics(self, result: Capture) -> dict[str, float]:
         """The record of one checkpoint from its capture and the loss history."""
-        memorized, eps = self._memorized()
+        memorized, eps, deltas = self._memorized()
         paths = pathways(result.mean_weights, self.threshold)
         routes = consistency_metrics(result.mean_weights, result.router_weights)
+        churn = moved = np.full(len(self.samples), np.nan)
+        if self._previous is not None and len(self._losses) >= 2:
+            churn = routing_churn(self._previous, result.mean_weights)
+            moved = np.abs(self._losses[-1] - self._losses[-2])
+        self._previous = np.asarray(result.mean_weights)
+        control = np.flatnonzero(self._control & memorized)
+        control_churn = group_churn(churn[control], moved[control], deltas[control])[0]
         record: dict[str, float] = {}
         for scope, index in self._scopes.items():
             held = index[memorized[index]]
+            record[f"churn/{scope}"] = group_churn(churn[held], moved[held], deltas[held])[0]
+            if self._control.any():
+                record[f"churn_excess/{scope}"] = record[f"churn/{scope}"] - control_churn
             distance_memorized = self._distance(paths[held])
             record[f"loss/{scope}"] = float(np.mean(result.loss[index], dtype=np.float64))
             record[f"distance/{scope}"] = self._distance(paths[index])
@@ -373,6 +411,7 @@ class PathwayMonitor:
             )
         self.steps = steps
         self._losses = list(losses.T)
+        self._previous = None  # routing is not saved: the first churn after a resume is NaN
         self.history = [dict(record) for record in state["history"]]
 
     def close(self) -> None:

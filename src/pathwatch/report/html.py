@@ -22,7 +22,7 @@ from pathwatch.report.summary import POOLED, Finding, RunTables, fmt, fmt_p, fmt
 _HEADINGS = (  # summary headings and the finding topics under each
     ("Run", ("run",)),
     ("Memorization", ("memorization",)),
-    ("Pathways", ("distance", "consistency")),
+    ("Pathways", ("distance", "consistency", "churn")),
     ("Ground truth", ("generalization",)),
     ("Local grokking delays", ("delay",)),
     ("Which metric tracks accuracy", ("correlation",)),

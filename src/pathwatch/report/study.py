@@ -11,13 +11,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import polars as pl
 
 from pathwatch.evaluation.correlate import SIGNALS as METRICS
+from pathwatch.report.markdown import fmt as _fmt
+from pathwatch.report.markdown import markdown_table as _markdown
 from pathwatch.report.study_figures import study_figures
+from pathwatch.report.study_trends import trends_section
 from pathwatch.store import write_atomic
 
 #: the report's file, and its figures under ``figures/``
@@ -50,6 +52,8 @@ class StudyDesign:
     max_lag : int
     detector_run, detector_min_drop, detector_window
         The detector's parameters.
+    trend_criteria : str, default ""
+        The thresholds of the trend tests T1–T6, in one line.
     """
 
     arms: tuple[ArmDesign, ...]
@@ -59,6 +63,7 @@ class StudyDesign:
     detector_run: int
     detector_min_drop: float
     detector_window: int
+    trend_criteria: str = ""
 
     @property
     def reference(self) -> str:
@@ -139,18 +144,6 @@ def _split_cells(pooled: pl.DataFrame, metric: str, group: str) -> tuple[str, in
     return _ci(*row.select("r_mean", "r_ci_low", "r_ci_high").row(0)), int(row["n_seeds"][0])
 
 
-def _fmt(v: Any, digits: int = 2) -> str:
-    if v is None or (isinstance(v, float) and not np.isfinite(v)):
-        return "–"
-    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
-
-
-def _markdown(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def _ci(mean: float, low: float, high: float) -> str:
     return f"{_fmt(mean)} [{_fmt(low)}, {_fmt(high)}]"
 
@@ -166,6 +159,7 @@ def study_markdown(
     sections = (
         _runs_section(tables, design, units),
         _correlation_section(tables, design),
+        trends_section(tables, design.reference, design.trend_criteria),
         _variants_section(tables, design),
         _leadlag_section(tables, design),
         _detector_section(tables, design),

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from pathwatch.analysis import GROUP_SCHEMA
+from pathwatch.analysis import CHURN_SCHEMA, GROUP_SCHEMA
 from pathwatch.errors import InputError, StoreError
 from pathwatch.store import RunStore
 from pathwatch.store.manifest import MANIFEST_NAME, Manifest
@@ -27,8 +27,10 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "sample_metrics": ("sample_index", "domain", "step", "consistency"),
     "onsets": ("sample_index", "domain", "mem_onset", "epsilon"),
     "epsilon": ("domain", "epsilon", "memorized_fraction"),
-    "group_metrics": tuple(GROUP_SCHEMA),
+    "group_metrics": tuple(c for c in GROUP_SCHEMA if c not in CHURN_SCHEMA),
 }
+#: columns read where the table has them (runs analysed before they existed lack them)
+LATER: dict[str, tuple[str, ...]] = {"group_metrics": tuple(CHURN_SCHEMA)}
 OPTIONAL: dict[str, tuple[str, ...]] = {
     "accuracy": ("step", "domain", "accuracy", "n_items"),
     "test_onsets": ("item_id", "domain", "gen_onset"),
@@ -120,9 +122,11 @@ def _read_table(store: RunStore, name: str, columns: tuple[str, ...]) -> pl.Data
     """The columns the report reads of one analysis table; InputError naming the table and the fix."""
     path = store.table_path(name)
     try:
-        missing = [c for c in columns if c not in store.table_columns(name)]
+        present = store.table_columns(name)
+        missing = [c for c in columns if c not in present]
         if not missing:
-            return store.read_table(name, columns=columns)
+            later = [c for c in LATER.get(name, ()) if c in present]
+            return store.read_table(name, columns=[*columns, *later])
     except StoreError as exc:
         raise InputError(
             f"{path}: cannot read the analysis table ({type(exc).__name__}); {_fix(store.path)}."
@@ -292,6 +296,32 @@ def _consistency_finding(t: RunTables) -> Finding:
     return Finding("consistency", text, {"n_nan": n_nan, "n": c.len()})
 
 
+def _churn_findings(t: RunTables) -> list[Finding]:
+    """Routing churn of each domain's memorized probes at the first and last checkpoint it has."""
+    if "churn" not in t.group_metrics.columns:
+        return []
+    rows = t.group_metrics.filter(
+        (pl.col("group") == "memorized") & (pl.col("layer") == -1) & pl.col("churn").is_not_nan()
+    ).sort("step")
+    out = []
+    for domain in [d for d in t.domains if d in set(rows["domain"].to_list())]:
+        part = rows.filter(domain=domain)
+        first, last = part.row(0, named=True), part.row(-1, named=True)
+        text = (
+            f"{domain}: routing churn of memorized probes whose loss stayed within δ (mean "
+            f"Jensen–Shannon divergence between consecutive checkpoints) is "
+            f"{fmt(first['churn'], 4)} bits at step {fmt_step(first['step'])} "
+            f"({first['churn_members']} probes) and {fmt(last['churn'], 4)} at step "
+            f"{fmt_step(last['step'])} ({last['churn_members']})."
+        )
+        out.append(
+            Finding(
+                "churn", text, {"domain": domain, "first": first["churn"], "last": last["churn"]}
+            )
+        )
+    return out
+
+
 def _generalization_findings(t: RunTables) -> list[Finding]:
     out = []
     for domain in t.domains:
@@ -434,7 +464,7 @@ def summarize(tables: RunTables) -> list[Finding]:
     Returns
     -------
     list of Finding
-        Topics ``run``, ``memorization``, ``distance``, ``consistency``, ``generalization``,
+        Topics ``run``, ``memorization``, ``distance``, ``consistency``, ``churn``, ``generalization``,
         ``delay``, ``correlation``, ``missing``; each with the numbers it states in ``values``.
     """
     findings = [_run_finding(tables), *_memorization_findings(tables)]
@@ -442,6 +472,7 @@ def summarize(tables: RunTables) -> list[Finding]:
     if distance is not None:
         findings.append(distance)
     findings.append(_consistency_finding(tables))
+    findings += _churn_findings(tables)
     findings += _generalization_findings(tables)
     findings += _delay_findings(tables)
     findings += _correlation_findings(tables)

@@ -12,6 +12,7 @@ from pathwatch.config import UNITS, WEIGHTS, AnalyzeConfig, CaptureConfig
 from pathwatch.errors import invalid_parameter
 
 if TYPE_CHECKING:
+    from pathwatch.evaluation.trends import TrendCriteria
     from pathwatch.report.study import StudyDesign
 
 #: Training-only signals the detector is run on (the routing one first).
@@ -157,6 +158,9 @@ class StudyConfig:
         Bootstrap replicates of the per-seed correlation CIs.
     jobs : int, default 2
         (arm, seed) units run in parallel, one torch thread each.
+    trends : TrendCriteria or None, default None
+        Thresholds of the trend tests T1–T6 (:mod:`pathwatch.evaluation.trends`), fixed before
+        any run; None takes the defaults with this study's ``level`` and detector parameters.
     """
 
     arms: tuple[Arm, ...]
@@ -171,6 +175,7 @@ class StudyConfig:
     level: float = 0.5
     n_boot: int = 1000
     jobs: int = 2
+    trends: TrendCriteria | None = None
 
     def __post_init__(self) -> None:
         func = "StudyConfig"
@@ -200,6 +205,23 @@ class StudyConfig:
         check_float(func, "level", self.level, low=0, high=1, low_open=True, high_open=True)
         check_int(func, "n_boot", self.n_boot, low=1)
         check_int(func, "jobs", self.jobs, low=1)
+        if self.trends is not None:
+            from pathwatch.evaluation.trends import TrendCriteria  # polars: only when given
+
+            if not isinstance(self.trends, TrendCriteria):
+                raise invalid_parameter(func, "trends", "None or a TrendCriteria", self.trends)
+
+    def trend_criteria(self) -> TrendCriteria:
+        """The thresholds of T1–T6: ``trends``, or the defaults with this study's accuracy level
+        and detector parameters."""
+        from pathwatch.evaluation.trends import TrendCriteria
+
+        return self.trends or TrendCriteria(
+            level=self.level,
+            detector_run=self.detector_run,
+            detector_min_drop=self.detector_min_drop,
+            detector_window=self.detector_window,
+        )
 
     def variants(self) -> tuple[Variant, ...]:
         """The analysis variants of the reference arm, :data:`DEFAULT_ANALYSIS` first: each
@@ -244,6 +266,7 @@ class StudyConfig:
             detector_run=self.detector_run,
             detector_min_drop=self.detector_min_drop,
             detector_window=self.detector_window,
+            trend_criteria=self.trend_criteria().describe(),
         )
 
     @classmethod

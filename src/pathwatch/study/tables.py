@@ -14,6 +14,7 @@ from pathwatch.evaluation.leadlag import (
     detection_lead,
     lagged_correlation,
 )
+from pathwatch.evaluation.trends import TREND_SCHEMA, trend_table
 from pathwatch.study.config import DEFAULT_ANALYSIS, DETECTOR_SIGNALS, StudyConfig
 
 #: what correlation_table records a metric needs: the training data, or held-out data
@@ -43,8 +44,10 @@ def study_tables(series: pl.DataFrame, config: StudyConfig) -> dict[str, pl.Data
         (over seeds; ``domain == "grokked"`` pools every run that crossed, ``"clean"`` and
         ``"overlap"`` split those by the testbed's grokking verdict), ``leadlag`` (arm, seed, domain, metric, lag, r),
         ``detections`` (arm, seed, domain, signal, memorization_onset, fired, crossed, lead),
-        ``overlap`` (train accuracy at the crossing) and ``grokking`` (the testbed's own verdict
-        per arm, seed and domain: ``testbed.grokking.grokking_table``).
+        ``overlap`` (train accuracy at the crossing), ``grokking`` (the testbed's own verdict
+        per arm, seed and domain: ``testbed.grokking.grokking_table``) and ``trends`` (T1–T6 of
+        :func:`pathwatch.evaluation.trends.trend_table` for every metric and baseline, per arm and,
+        with several arms, over all of them as arm ``"all arms"``).
     """
     if series.is_empty():
         raise InputError("the study produced no series; check the testbed configuration")
@@ -90,6 +93,7 @@ def study_tables(series: pl.DataFrame, config: StudyConfig) -> dict[str, pl.Data
         "detections": _detections(series, crossed, config),
         "overlap": _overlap(series, crossed),
         "grokking": grokking,
+        "trends": _trends(series, config),
     }
 
 
@@ -258,3 +262,31 @@ def _grokking(series: pl.DataFrame) -> pl.DataFrame:
     ]
     schema = {"arm": pl.String, "seed": pl.Int64, **GROKKING_SCHEMA}
     return pl.concat(parts) if parts else pl.DataFrame(schema=schema)
+
+
+#: arm label of the trend tests over the runs of every arm together
+ALL_ARMS = "all arms"
+
+
+def _trends(series: pl.DataFrame, config: StudyConfig) -> pl.DataFrame:
+    """T1–T6 of every metric present, on the reference analysis, per arm and over all arms."""
+    ref = series.filter((pl.col("analysis") == DEFAULT_ANALYSIS) & (pl.col("domain") != "all"))
+    metrics = [m for m in METRICS if m in ref.columns and ref[m].is_not_null().any()]
+    onset = "distance_tracked" if "distance_tracked" in ref.columns else None
+    criteria = config.trend_criteria()
+    arms = [(arm, part) for (arm,), part in ref.group_by("arm", maintain_order=True)]
+    if len(arms) > 1:
+        arms.append((ALL_ARMS, ref))
+    frames = [
+        trend_table(
+            part, metrics=metrics, criteria=criteria, runs=("arm", "seed"), onset=onset
+        ).with_columns(
+            arm=pl.lit(arm),
+            kind=pl.col("metric").replace_strict({m: k for m, (_, k) in METRICS.items()}),
+        )
+        for arm, part in arms
+    ]
+    schema = {"arm": pl.String, "kind": pl.String} | TREND_SCHEMA
+    if not frames:
+        return pl.DataFrame(schema=schema)
+    return pl.concat(frames).select(list(schema))
