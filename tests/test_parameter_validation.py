@@ -228,7 +228,13 @@ CASES: dict[str, tuple[Call, dict[str, list[Any]]]] = {
     ),
     "read_accuracy": (
         lambda e: ((e.accuracy_file,), {}),
-        {"paths": [[]], "metric": [""], "domains": [{"math": 1}]},
+        {
+            "paths": [[]],
+            "metric": [""],
+            "metric_filter": [""],
+            "domains": [{"math": 1}],
+            "item_id_field": [""],
+        },
     ),
     "correlation_table": (
         lambda e: ((_series(), _accuracy()), {"metrics": {"distance": "training data"}}),
@@ -291,6 +297,10 @@ CASES: dict[str, tuple[Call, dict[str, list[Any]]]] = {
             "embedder": ["bogus"],
             "n_boot": [0],
             "seed": [-1],
+            "domain_map": ["add", {"arith_add": ""}, {"arith_add": "all"}, [("a", "b", "c")]],
+            "item_id_field": [""],
+            "metric": [""],
+            "metric_filter": [""],
         },
     ),
     "StudyConfig": (

@@ -177,6 +177,8 @@ def _columns(header: list[str], rows: list[list[str]]) -> str:
 def _interval(value: float, low: float, high: float) -> str:
     if value != value:  # NaN
         return "n/a"
+    if low != low:  # too few checkpoints for a bootstrap CI
+        return f"{value:+.2f} [no CI]"
     return f"{value:+.2f} [{low:+.2f}, {high:+.2f}]"
 
 
@@ -262,10 +264,43 @@ def analyze(
     test_items: Annotated[
         Path | None,
         typer.Option(
-            help="JSONL with id, domain and text of each test item: pairs train and test groups.",
+            help="JSONL with id, domain and text of each test item: pairs train and test groups. "
+            "Items are keyed on (domain, id), ids as the accuracy gives them (lm-eval: see "
+            "--item-id-field).",
             show_default=False,
         ),
     ] = None,
+    domain_map: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--domain-map",
+            help="Accuracy task → probe domain, as TASK=DOMAIN (repeatable), or a file with one "
+            "TASK=DOMAIN per line or a JSON object. lm-eval task names rarely equal the probe "
+            "domains; tasks mapped to one domain are pooled.",
+            show_default=False,
+        ),
+    ] = None,
+    item_id_field: Annotated[
+        str,
+        typer.Option(
+            help="lm-eval doc field holding each item's id; docs without it get TASK/DOC_ID.",
+        ),
+    ] = AnalyzeConfig.item_id_field,
+    metric: Annotated[
+        str | None,
+        typer.Option(
+            help="lm-eval metric to read (default: acc, exact_match, acc_norm, the first present).",
+            show_default=False,
+        ),
+    ] = AnalyzeConfig.metric,
+    metric_filter: Annotated[
+        str | None,
+        typer.Option(
+            "--filter",
+            help="lm-eval filter of the metric, e.g. strict-match (default: 'none' first).",
+            show_default=False,
+        ),
+    ] = AnalyzeConfig.metric_filter,
     epsilon: Annotated[
         float | None,
         typer.Option(
@@ -297,8 +332,13 @@ def analyze(
 ) -> None:
     """Compute pathways, distances, consistency, onsets and (with --accuracy) the Table-1 correlations."""
     from pathwatch.analysis import analyze_run
+    from pathwatch.evaluation.accuracy import read_domain_map
 
     config = AnalyzeConfig(
+        domain_map=read_domain_map(domain_map or []),
+        item_id_field=item_id_field,
+        metric=metric,
+        metric_filter=metric_filter,
         threshold=threshold,
         unit=unit,
         epsilon=epsilon,

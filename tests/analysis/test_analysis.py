@@ -214,8 +214,16 @@ def _run_with_every_unit_damaged(captured_testbed, tmp_path):
             None,
             "malformed",
         ),
-        ("step,domain,accuracy\n0,chemistry,0.1\n", None, "share none"),
-        ("step,domain,accuracy\n7,add,0.1\n", None, "none of its steps"),
+        (
+            "step,domain,accuracy\n0,chemistry,0.1\n",
+            None,
+            r"'chemistry' \(probe domains: add, facts, mul, sub\)\. Map each with --domain-map",
+        ),
+        (
+            "step,domain,accuracy\n7,add,0.1\n",
+            None,
+            r"acc.csv: accuracy step 7 \(from field 'step' of acc.csv\) is not a checkpoint step",
+        ),
         (None, '{"id": "x", "domain": "add", "text": "1 + 1 = 2"}\n', "no text for test item"),
         (None, '{"id": "x", "domain": "add", "text": ', "malformed"),
     ],
@@ -243,7 +251,7 @@ def test_accuracy_with_foreign_domains(captured_testbed, tmp_path):
     shutil.copytree(captured_testbed.run, run)
     table = tmp_path / "acc.csv"
     table.write_text("step,domain,accuracy\n0,chemistry,0.1\n5,chemistry,0.2\n")
-    with pytest.raises(InputError, match="share none"):
+    with pytest.raises(InputError, match="match no probe domain of the run: 'chemistry'"):
         analyze_run(run, accuracy=table, progress=False)
 
 

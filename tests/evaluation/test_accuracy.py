@@ -165,7 +165,7 @@ def test_lm_eval_results_step_from_revision(tmp_path):
     ]
     with pytest.raises(
         InputError,
-        match=r"results.hellaswag: no metric exact_match,flexible-extract among \['acc,none', 'acc_norm,none'\]",
+        match=r"results.hellaswag: no metric exact_match with filter 'flexible-extract' among \['acc,none', 'acc_norm,none'\]",
     ):
         read_accuracy(tmp_path / "evals", metric="exact_match,flexible-extract")
 
@@ -223,26 +223,27 @@ def test_lm_eval_samples_take_the_step_from_the_sibling_results(tmp_path):
     )
     read = read_accuracy(out / f"samples_hellaswag_{DATE}.jsonl")
     assert read.accuracy.rows() == [(7000, "hellaswag", 0.5, 4)]
-    assert read.correctness["item_id"].to_list() == ["0", "1", "2", "3"]
+    # docs without an 'id' field: items are '<task>/<doc_id>', distinct across tasks
+    assert read.correctness["item_id"].to_list() == [f"hellaswag/{i}" for i in range(4)]
 
 
-def test_domains_pool_tasks_with_distinct_item_ids(tmp_path):
+def test_domains_pool_tasks_and_colliding_ids_name_both_tasks(tmp_path):
     lines = [
-        {"step": 1, "domain": task, "item_id": i, "correct": c}
+        {"step": 1, "domain": task, "item_id": f"{task[4]}{i}", "correct": c}
         for task, cs in [("arc_easy", [1, 1]), ("arc_challenge", [0, 0])]
         for i, c in enumerate(cs)
     ]
-    read = read_accuracy(
-        write_jsonl(tmp_path / "items.jsonl", lines),
-        domains={"arc_easy": "science", "arc_challenge": "science"},
-    )
+    science = {"arc_easy": "science", "arc_challenge": "science"}
+    read = read_accuracy(write_jsonl(tmp_path / "items.jsonl", lines), domains=science)
     assert read.accuracy.rows() == [(1, "science", 0.5, 4)]
-    assert sorted(read.correctness["item_id"]) == [
-        "arc_challenge/0",
-        "arc_challenge/1",
-        "arc_easy/0",
-        "arc_easy/1",
-    ]
+    assert sorted(read.correctness["item_id"]) == ["c0", "c1", "e0", "e1"]
+    same_ids = [line | {"item_id": line["item_id"][1:]} for line in lines]
+    with pytest.raises(
+        InputError,
+        match=r"two results for step=1, domain='science', item_id='0' twice in .*same.jsonl "
+        r"\(tasks 'arc_challenge', 'arc_easy' map to one domain\)",
+    ):
+        read_accuracy(write_jsonl(tmp_path / "same.jsonl", same_ids), domains=science)
 
 
 @pytest.mark.parametrize(

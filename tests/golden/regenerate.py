@@ -2,7 +2,11 @@
 
 Run only for an intended change of pathwatch's outputs, and say so in the commit:
 
-    .venv/bin/python tests/golden/regenerate.py
+    .venv/bin/python tests/golden/regenerate.py             # everything, inputs included
+    .venv/bin/python tests/golden/regenerate.py --analysis  # only analyze's tables and output
+
+``--analysis`` keeps the stored inputs and capture byte for byte and re-runs only ``pathwatch
+analyze`` on them: the mode for a change of the analysis (inputs must not change with it).
 
 It trains ``TestbedConfig.tiny()`` (seed 0), keeps every second checkpoint, captures them with
 ``pathwatch capture`` and analyses the run with ``pathwatch analyze`` (the demo's options), then
@@ -30,7 +34,29 @@ CHECKPOINT_FILES = (
 )
 
 
+def analysis_only() -> None:
+    """Re-run ``pathwatch analyze`` on the stored run; rewrite its tables and analyze.txt only."""
+    run = GOLDEN / "run"
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "run"
+        copy.mkdir()
+        manifest = (run / "manifest.json").read_text().replace("{GOLDEN}", str(GOLDEN))
+        (copy / "manifest.json").write_text(manifest)
+        for name in ("units", "routers", "samples.parquet"):
+            source = run / name
+            (shutil.copytree if source.is_dir() else shutil.copy2)(source, copy / name)
+        result = subprocess.run(
+            analyze_args(GOLDEN / "inputs", copy), check=True, capture_output=True, text=True
+        )
+        shutil.rmtree(run / "tables")
+        shutil.copytree(copy / "tables", run / "tables")
+        (GOLDEN / "analyze.txt").write_text(normalize(result.stdout, copy))
+
+
 def main() -> None:
+    if sys.argv[1:] == ["--analysis"]:
+        analysis_only()
+        return
     import torch
 
     from pathwatch.testbed.train import TestbedConfig, train_testbed
