@@ -275,3 +275,19 @@ def test_negative_grokking_delays_are_noted_with_their_count():
     assert _delay_notes(pl.DataFrame({"delay": [200, 0, 1400]})) == []
     (note,) = _delay_notes(pl.DataFrame({"delay": [200, -3000, -200, 400]}))
     assert note.startswith("2 of 4 matched groups have a negative delay (t# < t*)")
+
+
+def test_tables_of_an_earlier_analysis_do_not_survive(captured_testbed, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(captured_testbed.run, run)
+    store = RunStore(run)
+    store.write_table("matches", pl.DataFrame({"domain": ["stale"]}))
+    result = analyze_run(run, accuracy=captured_testbed.testbed.accuracy_file, progress=False)
+    written = sorted(p.stem for p in (run / "tables").glob("*.parquet"))
+    assert written == sorted(result.tables) and "matches" not in written
+    assert any("group pairing skipped" in note for note in result.notes)
+    steps = [n for n in result.notes if n.startswith("accuracy steps")]
+    assert steps == [
+        f"accuracy steps {', '.join(map(str, store.steps))}: from field 'step' of "
+        f"{captured_testbed.testbed.accuracy_file.name} (1 file(s))"
+    ]
