@@ -362,6 +362,85 @@ def analyze(
 
 
 @app.command()
+def evaluate(
+    checkpoints: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Checkpoint directories written by save_pretrained; each one's step is the one "
+            "its name states (step-1000, checkpoint-1000) unless --steps is given.",
+            show_default=False,
+        ),
+    ],
+    tasks: Annotated[
+        list[str],
+        typer.Option(
+            "--tasks",
+            help="lm-eval task or group names, comma-separated or repeated; local task YAMLs "
+            "with --include-path.",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            help="Output directory: OUT/step-<N>/ per checkpoint, read by `pathwatch analyze RUN "
+            "--accuracy OUT`. Finished checkpoints are kept when re-run.",
+            show_default=False,
+        ),
+    ],
+    steps: Annotated[
+        str | None,
+        typer.Option(
+            "--steps",
+            help="Comma-separated training step of each checkpoint, in the same order.",
+            show_default=False,
+        ),
+    ] = None,
+    include_path: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--include-path",
+            help="Directory of local lm-eval task YAMLs (repeatable).",
+            show_default=False,
+        ),
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="lm-eval batch size.")] = 32,
+    device: Annotated[
+        str, typer.Option(help="Torch device lm-eval runs on (cpu, cuda, cuda:0).")
+    ] = "cpu",
+    limit: Annotated[
+        int | None,
+        typer.Option(help="Items per task (lm-eval --limit; for trials).", show_default=False),
+    ] = None,
+    progress: Annotated[
+        bool,
+        typer.Option("--progress/--no-progress", help="Show lm-eval's logs and progress bars."),
+    ] = True,
+) -> None:
+    """Run lm-evaluation-harness on every checkpoint (with per-item samples), for --accuracy."""
+    from pathwatch.evaluation.harness import evaluate_checkpoints
+
+    names = [name.strip() for value in tasks for name in value.split(",") if name.strip()]
+    targets = evaluate_checkpoints(
+        checkpoints,
+        names,
+        out,
+        steps=_parse_steps(steps),
+        include_path=include_path,
+        batch_size=batch_size,
+        device=device,
+        limit=limit,
+        progress=progress,
+    )
+    typer.echo(
+        f"Evaluated {len(targets)} checkpoint(s) on {', '.join(names)} into {out}; next: "
+        f"pathwatch analyze RUN --accuracy {out} (map task names to probe domains with "
+        "--domain-map TASK=DOMAIN)."
+    )
+
+
+@app.command()
 def report(
     run: Annotated[Path, typer.Argument(help="Run directory analysed by `pathwatch analyze`.")],
 ) -> None:
