@@ -352,6 +352,20 @@ CASES: dict[str, tuple[Call, dict[str, list[Any]]]] = {
             "progress": BAD_FLAGS,
         },
     ),
+    "evaluate_checkpoints": (
+        lambda e: ((e.checkpoints, ["arc_easy"], e.root / "evaluate-out"), {"progress": False}),
+        {
+            "checkpoints": [[], "one-dir"],
+            "tasks": [[], "arc_easy", [""]],
+            "out": [""],
+            "steps": [[1], [-1, 2]],
+            "include_path": ["", ["no-such-dir"]],
+            "batch_size": [0],
+            "device": [""],
+            "limit": [0],
+            "progress": BAD_FLAGS,
+        },
+    ),
     "analyze_run": (
         lambda e: ((e.run,), {"progress": False, "write": False}),
         {
@@ -381,6 +395,7 @@ CASES: dict[str, tuple[Call, dict[str, list[Any]]]] = {
 OUTPUTS: dict[str, Callable[[Env], Path]] = {
     "capture_run": lambda e: e.root / "capture-out",
     "analyze_run": lambda e: e.run / "tables",
+    "evaluate_checkpoints": lambda e: e.root / "evaluate-out",
     "build_report": lambda e: e.root / "report-out",
     "run_demo": lambda e: e.root / "demo-out",
     "run_study": lambda e: e.root / "study-out",
@@ -451,7 +466,14 @@ def test_the_valid_call_is_accepted(env: Env, name: str) -> None:
     """The rows above are bad only in the one parameter: the call itself is valid up to its work
     (calls that would train or capture for long are only bound, not run)."""
     args, kwargs = CASES[name][0](env)
-    if name in {"capture_run", "run_demo", "run_study", "build_report", "analyze_run"}:
+    if name in {
+        "capture_run",
+        "run_demo",
+        "run_study",
+        "build_report",
+        "analyze_run",
+        "evaluate_checkpoints",
+    }:
         inspect.signature(_callable(name)).bind(*args, **kwargs)
         return
     _callable(name)(*args, **kwargs)

@@ -61,6 +61,12 @@ def resolve_checkpoint(arg: str | os.PathLike, step: int | None = None) -> EvalC
 
     A local directory written by ``save_pretrained``; its step is ``step`` if given, else the one
     its name states (``step-1000``, ``checkpoint-1000``), never a trailing date or hash.
+
+    >>> import tempfile, pathlib
+    >>> ckpt = pathlib.Path(tempfile.mkdtemp()) / "step-100"
+    >>> ckpt.mkdir(); _ = (ckpt / "config.json").write_text("{}")
+    >>> resolve_checkpoint(ckpt).step, resolve_checkpoint(ckpt).model_args.endswith("/step-100")
+    (100, True)
     """
     path = check_path(_FUNC, "checkpoints", arg)
     if not (path / "config.json").is_file():
@@ -291,12 +297,16 @@ def evaluate_checkpoints(
         includes = []
     elif isinstance(include_path, str | os.PathLike):
         includes = [include_path]
-    else:
+    elif isinstance(include_path, Sequence):
         includes = list(include_path)
+    else:
+        raise invalid_parameter(_FUNC, "include_path", "a directory or directories", include_path)
     includes = [check_path(_FUNC, "include_path", p) for p in includes]
     for path in includes:
         if not path.is_dir():
-            raise InputError(f"--include-path {path} is not a directory of lm-eval task YAMLs.")
+            raise InputError(
+                f"--include-path {path} is not a directory of lm-eval task YAMLs (include_path)."
+            )
     check_int(_FUNC, "batch_size", batch_size, low=1)
     check_text(_FUNC, "device", device)
     check_int(_FUNC, "limit", limit, low=1, allow_none=True)
