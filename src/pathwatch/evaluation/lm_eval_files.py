@@ -37,7 +37,11 @@ _MODEL_KEYS = ("revision", "pretrained", "path", "model")
 
 
 def is_results(path: Path) -> bool:
-    """Whether ``path`` is named like lm-eval's aggregated results."""
+    """Whether ``path`` is named like lm-eval's aggregated results.
+
+    >>> is_results(Path("step-5/model/results_2026-11-25T12-30-05.json"))
+    True
+    """
     return path.name.startswith("results_") and path.suffix.lower() == ".json"
 
 
@@ -58,6 +62,10 @@ def lm_eval_step(path: Path, results: Mapping[str, Any] | None) -> tuple[int, st
 
     Raises InputError naming the file when nothing states a step, or when model_args and the
     directory state different steps.
+
+    >>> args = {"config": {"model_args": "pretrained=allenai/OLMoE-1B-7B-0924,revision=step5000-tokens20B"}}
+    >>> lm_eval_step(Path("evals/OLMoE/results_x.json"), args)
+    (5000, 'model_args revision=step5000-tokens20B')
     """
     args = _model_args(results)
     stated = None

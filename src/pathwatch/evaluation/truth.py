@@ -66,7 +66,12 @@ def results_only_steps(tables: AccuracyTables) -> list[int]:
 
 
 def few_checkpoint_notes(correlations: pl.DataFrame) -> list[str]:
-    """A note on correlations whose window holds too few checkpoints for a bootstrap CI."""
+    """A note on correlations whose window holds too few checkpoints for a bootstrap CI.
+
+    >>> table = pl.DataFrame({"domain": ["math"], "metric": ["distance"], "n": [3], "pearson_r": [0.9]})
+    >>> few_checkpoint_notes(table)[0][:60]
+    'no bootstrap CI (NaN) where the correlation window has fewer'
+    """
     few = correlations.filter(pl.col("pearson_r").is_not_nan() & (pl.col("n") < MIN_BOOTSTRAP_N))
     if not few.height:
         return []
