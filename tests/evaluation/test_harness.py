@@ -204,3 +204,38 @@ def test_a_missing_lm_eval_names_the_extra(tmp_path, monkeypatch):
     with pytest.raises(MissingExtraError, match=r'pip install "pathwatch\[lmeval\]"'):
         evaluate_checkpoints([checkpoint], ["arc_easy"], tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+@needs_lm_eval
+def test_generate_until_runs_on_a_saved_testbed_checkpoint(captured_testbed, tmp_path):
+    """The saved tokenizer's EOS lets lm-eval generate without hand edits; one greedy token is the
+    testbed's argmax, so exact match equals its own correctness item for item."""
+    testbed = captured_testbed.testbed
+    items = [json.loads(line) for line in (testbed.out_dir / "test_items.jsonl").open()]
+    data = tmp_path / "mul.jsonl"
+    data.write_text(
+        "".join(
+            json.dumps({"id": i["id"], "prompt": i["prompt"], "answer": i["text"].split()[-1]})
+            + "\n"
+            for i in items
+            if i["domain"] == "mul"
+        )
+    )
+    (tmp_path / "gen_mul.yaml").write_text(
+        f"task: gen_mul\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {data}\n"
+        "test_split: test\noutput_type: generate_until\ndoc_to_text: prompt\n"
+        "doc_to_target: answer\ngeneration_kwargs:\n  until: ['=']\n  max_gen_toks: 1\n"
+        "  do_sample: false\nmetric_list:\n  - metric: exact_match\n    aggregation: mean\n"
+        "    higher_is_better: true\n    regexes_to_ignore: [' ']\n"
+    )
+    out = tmp_path / "evals"
+    evaluate_checkpoints(
+        [testbed.out_dir / "step-60"], ["gen_mul"], out, include_path=tmp_path, progress=False
+    )
+    got = read_accuracy(out, domains={"gen_mul": "mul"}).correctness
+    own = pl.read_ndjson(testbed.accuracy_file).filter(
+        (pl.col("step") == 60) & (pl.col("domain") == "mul")
+    )
+    joined = own.join(got, on=["step", "domain", "item_id"])
+    assert joined.height == own.height and own["correct"].sum() > 0
+    assert (joined["correct"] == joined["correct_right"]).all()
