@@ -230,7 +230,13 @@ CASES: dict[str, tuple[Call, dict[str, list[Any]]]] = {
     ),
     "read_accuracy": (
         lambda e: ((e.accuracy_file,), {}),
-        {"paths": [[]], "metric": [""], "domains": [{"math": 1}]},
+        {
+            "paths": [[]],
+            "metric": [""],
+            "metric_filter": [""],
+            "domains": [{"math": 1}],
+            "item_id_field": [""],
+        },
     ),
     "correlation_table": (
         lambda e: ((_series(), _accuracy()), {"metrics": {"distance": "training data"}}),
@@ -296,6 +302,10 @@ CASES: dict[str, tuple[Call, dict[str, list[Any]]]] = {
             "embedder": ["bogus"],
             "n_boot": [0],
             "seed": [-1],
+            "domain_map": ["add", {"arith_add": ""}, {"arith_add": "all"}, [("a", "b", "c")]],
+            "item_id_field": [""],
+            "metric": [""],
+            "metric_filter": [""],
         },
     ),
     "StudyConfig": (
@@ -349,6 +359,20 @@ CASES: dict[str, tuple[Call, dict[str, list[Any]]]] = {
             "progress": BAD_FLAGS,
         },
     ),
+    "evaluate_checkpoints": (
+        lambda e: ((e.checkpoints, ["arc_easy"], e.root / "evaluate-out"), {"progress": False}),
+        {
+            "checkpoints": [[], "one-dir"],
+            "tasks": [[], "arc_easy", [""]],
+            "out": [""],
+            "steps": [[1], [-1, 2]],
+            "include_path": ["", ["no-such-dir"]],
+            "batch_size": [0],
+            "device": [""],
+            "limit": [0],
+            "progress": BAD_FLAGS,
+        },
+    ),
     "analyze_run": (
         lambda e: ((e.run,), {"progress": False, "write": False}),
         {
@@ -378,6 +402,7 @@ CASES: dict[str, tuple[Call, dict[str, list[Any]]]] = {
 OUTPUTS: dict[str, Callable[[Env], Path]] = {
     "capture_run": lambda e: e.root / "capture-out",
     "analyze_run": lambda e: e.run / "tables",
+    "evaluate_checkpoints": lambda e: e.root / "evaluate-out",
     "build_report": lambda e: e.root / "report-out",
     "run_demo": lambda e: e.root / "demo-out",
     "run_study": lambda e: e.root / "study-out",
@@ -448,7 +473,14 @@ def test_the_valid_call_is_accepted(env: Env, name: str) -> None:
     """The rows above are bad only in the one parameter: the call itself is valid up to its work
     (calls that would train or capture for long are only bound, not run)."""
     args, kwargs = CASES[name][0](env)
-    if name in {"capture_run", "run_demo", "run_study", "build_report", "analyze_run"}:
+    if name in {
+        "capture_run",
+        "run_demo",
+        "run_study",
+        "build_report",
+        "analyze_run",
+        "evaluate_checkpoints",
+    }:
         inspect.signature(_callable(name)).bind(*args, **kwargs)
         return
     _callable(name)(*args, **kwargs)

@@ -39,6 +39,7 @@ _LAZY: dict[str, str] = {
     "memorization_table": "pathwatch.dynamics.onsets",
     "embed_texts": "pathwatch.dynamics.embeddings",
     "read_accuracy": "pathwatch.evaluation.accuracy",
+    "evaluate_checkpoints": "pathwatch.evaluation.harness",
     "correlation_table": "pathwatch.evaluation.correlate",
     "generalization_table": "pathwatch.evaluation.accuracy",
     "RunStore": "pathwatch.store",

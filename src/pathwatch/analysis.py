@@ -25,9 +25,15 @@ from pathwatch.dynamics import NEVER, embed_texts, match_groups
 from pathwatch.dynamics.onsets import memorization_table
 from pathwatch.errors import InputError, StoreError
 from pathwatch.evaluation import correlation_table, generalization_table
-from pathwatch.evaluation.accuracy import AccuracyTables, read_accuracy
+from pathwatch.evaluation.accuracy import read_accuracy
 from pathwatch.evaluation.early import EARLY, early_cutoffs, group_correlation_table
 from pathwatch.evaluation.series import POOLED, WHOLE_PATHWAY, metric_series
+from pathwatch.evaluation.truth import (
+    accuracy_notes,
+    check_ground_truth,
+    few_checkpoint_notes,
+    results_only_steps,
+)
 from pathwatch.metrics import (
     Pathways,
     churn_columns,
@@ -381,32 +387,29 @@ def _pooled_accuracy(accuracy: pl.DataFrame, correctness: pl.DataFrame | None) -
     return pl.concat([accuracy.filter(pl.col("domain") != POOLED), pooled.cast(accuracy.schema)])
 
 
-def _check_ground_truth(tables: AccuracyTables, domains: list[str], steps: Sequence[int]) -> None:
-    """InputError unless the accuracy shares a domain and a checkpoint step with the run."""
-    acc_domains = set(tables.accuracy["domain"].to_list())
-    if not acc_domains & set(domains):
-        raise InputError(
-            f"accuracy {', '.join(tables.sources)}: its domains {sorted(acc_domains)} share none with "
-            f"the run's sample domains {domains}. Use the same domain names in both files."
-        )
-    if not set(tables.accuracy["step"].to_list()) & set(steps):
-        raise InputError(
-            f"accuracy {', '.join(tables.sources)}: none of its steps is a checkpoint step of the run "
-            f"{list(steps)}. Give accuracy at the captured checkpoints."
-        )
-
-
 def _test_texts(
     items: list[Sample], test_items: Path, test_onsets: pl.DataFrame, probes: pl.DataFrame
 ) -> pl.DataFrame:
-    """The test onsets with each item's text; InputError if an item or a probe has no text."""
-    texts = pl.DataFrame({"item_id": [s.id for s in items], "text": [s.text for s in items]})
-    test = test_onsets.join(texts, on="item_id", how="left")
+    """The test onsets with each item's text, keyed on (domain, id); InputError if one has none."""
+    texts = pl.DataFrame(
+        {
+            "item_id": [s.id for s in items],
+            "domain": [s.domain for s in items],
+            "text": [s.text for s in items],
+        },
+        schema={"item_id": pl.String, "domain": pl.String, "text": pl.String},
+    )
+    test = test_onsets.join(texts, on=["item_id", "domain"], how="left")
     unknown = test.filter(pl.col("text").is_null())
     if unknown.height:
+        first = unknown.row(0, named=True)
+        theirs = texts.filter(pl.col("domain") == first["domain"])["item_id"].head(2).to_list()
         raise InputError(
-            f"{test_items}: no text for test item {unknown['item_id'][0]!r} "
-            f"({unknown.height} items missing). Give every item of the accuracy file an 'id' and 'text'."
+            f"{test_items}: no text for test item {first['item_id']!r} of domain "
+            f"{first['domain']!r} ({unknown.height} of {test.height} items missing; this file's "
+            f"ids in that domain look like {theirs}). Items are keyed on (domain, id): lm-eval "
+            "ids come from the doc field --item-id-field (default 'id'), else '<task>/<doc_id>'; "
+            "give each doc the test item's id, or give test items with the accuracy's ids."
         )
     if "text" not in probes.columns or probes["text"].null_count():
         raise InputError(
@@ -508,15 +511,30 @@ def analyze_run(
     from pathwatch.capture.samples import read_samples  # capture's package imports torch
 
     # every input is read and checked against the run before the first unit is
-    truth = read_accuracy(accuracy) if accuracy is not None else None
+    truth = None
+    if accuracy is not None:
+        truth = read_accuracy(
+            accuracy,
+            metric=config.metric,
+            metric_filter=config.metric_filter,
+            domains=dict(config.domain_map) or None,
+            item_id_field=config.item_id_field,
+        )
     items = read_samples(test_items) if test_items is not None else None
     store = _open_run(run)
     table = store.samples()
     rows = _probes(store, table, config)
-    test = None
+    test = test_onsets = None
+    truth_notes: list[str] = []
     if truth is not None:
-        _check_ground_truth(truth, sorted(table[rows]["domain"].unique().to_list()), store.steps)
-        if truth.correctness is not None:
+        check_ground_truth(truth, sorted(table[rows]["domain"].unique().to_list()), store.steps)
+        truth_notes = accuracy_notes(truth, store.steps)
+        if without_items := results_only_steps(truth):
+            truth_notes.append(
+                f"test onsets and pairing skipped: accuracy at step(s) {without_items} comes from "
+                "results_*.json without per-item samples, and onsets need every item at every step"
+            )
+        elif truth.correctness is not None:
             test_onsets = generalization_table(truth.correctness)
             if items is not None:
                 test = _test_texts(items, test_items, test_onsets, table[rows])
@@ -528,6 +546,7 @@ def analyze_run(
             truth.accuracy, store.steps, lead=config.early_lead, start=config.start
         )
         layout = dataclasses.replace(layout, early={d: c for d, (_, c) in cutoffs.items()})
+    notes = truth_notes + notes
     samples, groups = _routing_pass(store, layout, losses, config, progress)
     n_nan = groups.filter((pl.col("domain") == POOLED) & (pl.col("group") == "all"))[
         "consistency_nan"
@@ -567,7 +586,8 @@ def analyze_run(
             n_boot=config.n_boot,
             seed=config.seed,
         )
-        if truth.correctness is not None:
+        notes += few_checkpoint_notes(tables["correlations"])
+        if test_onsets is not None:
             tables["test_onsets"] = test_onsets
             if test is not None:
                 tables["matches"] = _matches(layout, test, config)
@@ -576,7 +596,6 @@ def analyze_run(
                 notes.append("group pairing skipped: give --test-items with the test items' texts")
     else:
         notes.append("no accuracy given: correlations, test onsets and pairing skipped")
-    if write:
-        for name, table in tables.items():
-            store.write_table(name, table)
+    if write:  # the whole set at once: no table of an earlier analysis survives beside these
+        store.replace_tables(tables)
     return Analysis(store.path, tables, notes)

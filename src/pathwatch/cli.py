@@ -177,6 +177,8 @@ def _columns(header: list[str], rows: list[list[str]]) -> str:
 def _interval(value: float, low: float, high: float) -> str:
     if value != value:  # NaN
         return "n/a"
+    if low != low:  # too few checkpoints for a bootstrap CI
+        return f"{value:+.2f} [no CI]"
     return f"{value:+.2f} [{low:+.2f}, {high:+.2f}]"
 
 
@@ -262,10 +264,43 @@ def analyze(
     test_items: Annotated[
         Path | None,
         typer.Option(
-            help="JSONL with id, domain and text of each test item: pairs train and test groups.",
+            help="JSONL with id, domain and text of each test item: pairs train and test groups. "
+            "Items are keyed on (domain, id), ids as the accuracy gives them (lm-eval: see "
+            "--item-id-field).",
             show_default=False,
         ),
     ] = None,
+    domain_map: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--domain-map",
+            help="Accuracy task → probe domain, as TASK=DOMAIN (repeatable), or a file with one "
+            "TASK=DOMAIN per line or a JSON object. lm-eval task names rarely equal the probe "
+            "domains; tasks mapped to one domain are pooled.",
+            show_default=False,
+        ),
+    ] = None,
+    item_id_field: Annotated[
+        str,
+        typer.Option(
+            help="lm-eval doc field holding each item's id; docs without it get TASK/DOC_ID.",
+        ),
+    ] = AnalyzeConfig.item_id_field,
+    metric: Annotated[
+        str | None,
+        typer.Option(
+            help="lm-eval metric to read (default: acc, exact_match, acc_norm, the first present).",
+            show_default=False,
+        ),
+    ] = AnalyzeConfig.metric,
+    metric_filter: Annotated[
+        str | None,
+        typer.Option(
+            "--filter",
+            help="lm-eval filter of the metric, e.g. strict-match (default: 'none' first).",
+            show_default=False,
+        ),
+    ] = AnalyzeConfig.metric_filter,
     epsilon: Annotated[
         float | None,
         typer.Option(
@@ -297,8 +332,13 @@ def analyze(
 ) -> None:
     """Compute pathways, distances, consistency, onsets and (with --accuracy) the Table-1 correlations."""
     from pathwatch.analysis import analyze_run
+    from pathwatch.evaluation.accuracy import read_domain_map
 
     config = AnalyzeConfig(
+        domain_map=read_domain_map(domain_map or []),
+        item_id_field=item_id_field,
+        metric=metric,
+        metric_filter=metric_filter,
         threshold=threshold,
         unit=unit,
         epsilon=epsilon,
@@ -319,6 +359,85 @@ def analyze(
         typer.echo("\nCorrelation with accuracy, from the start of its sustained rise (Table 1):")
         typer.echo(format_correlations(result.tables["correlations"]))
     typer.echo(f"\nTables written to {result.run / 'tables'}; next: pathwatch report {result.run}")
+
+
+@app.command()
+def evaluate(
+    checkpoints: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Checkpoint directories written by save_pretrained; each one's step is the one "
+            "its name states (step-1000, checkpoint-1000) unless --steps is given.",
+            show_default=False,
+        ),
+    ],
+    tasks: Annotated[
+        list[str],
+        typer.Option(
+            "--tasks",
+            help="lm-eval task or group names, comma-separated or repeated; local task YAMLs "
+            "with --include-path.",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            help="Output directory: OUT/step-<N>/ per checkpoint, read by `pathwatch analyze RUN "
+            "--accuracy OUT`. Finished checkpoints are kept when re-run.",
+            show_default=False,
+        ),
+    ],
+    steps: Annotated[
+        str | None,
+        typer.Option(
+            "--steps",
+            help="Comma-separated training step of each checkpoint, in the same order.",
+            show_default=False,
+        ),
+    ] = None,
+    include_path: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--include-path",
+            help="Directory of local lm-eval task YAMLs (repeatable).",
+            show_default=False,
+        ),
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="lm-eval batch size.")] = 32,
+    device: Annotated[
+        str, typer.Option(help="Torch device lm-eval runs on (cpu, cuda, cuda:0).")
+    ] = "cpu",
+    limit: Annotated[
+        int | None,
+        typer.Option(help="Items per task (lm-eval --limit; for trials).", show_default=False),
+    ] = None,
+    progress: Annotated[
+        bool,
+        typer.Option("--progress/--no-progress", help="Show lm-eval's logs and progress bars."),
+    ] = True,
+) -> None:
+    """Run lm-evaluation-harness on every checkpoint (with per-item samples), for --accuracy."""
+    from pathwatch.evaluation.harness import evaluate_checkpoints
+
+    names = [name.strip() for value in tasks for name in value.split(",") if name.strip()]
+    targets = evaluate_checkpoints(
+        checkpoints,
+        names,
+        out,
+        steps=_parse_steps(steps),
+        include_path=include_path,
+        batch_size=batch_size,
+        device=device,
+        limit=limit,
+        progress=progress,
+    )
+    typer.echo(
+        f"Evaluated {len(targets)} checkpoint(s) on {', '.join(names)} into {out}; next: "
+        f"pathwatch analyze RUN --accuracy {out} (map task names to probe domains with "
+        "--domain-map TASK=DOMAIN)."
+    )
 
 
 @app.command()

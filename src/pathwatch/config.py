@@ -9,7 +9,7 @@ fast. The stages validate against the same name tuples.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from pathwatch._validate import (
@@ -137,9 +137,20 @@ class AnalyzeConfig:
         Bootstrap replicates of the correlation CIs, ≥ 1.
     seed : int, default 0
         Seed of pair sampling and bootstrap, ≥ 0.
+    domain_map : mapping of str to str, default {}
+        Accuracy task → probe domain (lm-eval task names rarely equal the probe domains); tasks
+        mapped to one domain are pooled. Stored as sorted ``(task, domain)`` pairs.
+    item_id_field : str, default "id"
+        lm-eval doc field that holds an item's id (docs without it: ``<task>/<doc_id>``).
+    metric : str or None, default None
+        lm-eval metric to read (default: acc, exact_match, acc_norm, the first present).
+    metric_filter : str or None, default None
+        lm-eval filter of that metric (default: ``none`` first).
 
     Examples
     --------
+    >>> AnalyzeConfig(domain_map={"arith_add": "add"}).domain_map
+    (('arith_add', 'add'),)
     >>> AnalyzeConfig(threshold=0.5).unit
     'char'
     >>> AnalyzeConfig(delta=-3)
@@ -161,6 +172,10 @@ class AnalyzeConfig:
     embedder: str = "auto"
     n_boot: int = 2000
     seed: int = 0
+    domain_map: Mapping[str, str] | tuple[tuple[str, str], ...] = ()
+    item_id_field: str = "id"
+    metric: str | None = None
+    metric_filter: str | None = None
 
     def __post_init__(self) -> None:
         func = "analyze_run"  # errors name the call these settings configure
@@ -195,6 +210,29 @@ class AnalyzeConfig:
         check_choice(func, "embedder", self.embedder, EMBEDDERS)
         _set(self, "n_boot", check_int(func, "n_boot", self.n_boot, low=1))
         _set(self, "seed", check_int(func, "seed", self.seed, low=0))
+        _set(self, "domain_map", _domain_pairs(func, self.domain_map))
+        check_text(func, "item_id_field", self.item_id_field)
+        check_text(func, "metric", self.metric, allow_none=True)
+        check_text(func, "metric_filter", self.metric_filter, allow_none=True)
+
+
+def _domain_pairs(func: str, value: object) -> tuple[tuple[str, str], ...]:
+    """A task → domain mapping (or its pairs) as sorted pairs of non-empty names."""
+    pairs = value.items() if isinstance(value, Mapping) else value
+    expected = "a mapping of task to domain name (non-empty strings; 'all' is reserved)"
+    if isinstance(pairs, str) or not isinstance(pairs, Iterable):
+        raise invalid_parameter(func, "domain_map", expected, value)
+    pairs = list(pairs)
+    ok = all(
+        isinstance(p, tuple | list)
+        and len(p) == 2
+        and all(isinstance(x, str) and x for x in p)
+        and p[1] != "all"
+        for p in pairs
+    )
+    if not ok or len({p[0] for p in pairs}) != len(pairs):
+        raise invalid_parameter(func, "domain_map", expected, value)
+    return tuple(sorted((str(t), str(d)) for t, d in pairs))
 
 
 def _set(config: object, name: str, value: object) -> None:

@@ -26,6 +26,10 @@ class UnsupportedModelError(InputError):
     """The model has no MoE router that pathwatch can record."""
 
 
+class MissingExtraError(InputError, ImportError):
+    """An optional extra that the call needs is not installed; the message names it."""
+
+
 class StoreError(PathwatchError, OSError):
     """The run directory cannot be read or written (missing, full disk, permissions)."""
 

@@ -214,8 +214,16 @@ def _run_with_every_unit_damaged(captured_testbed, tmp_path):
             None,
             "malformed",
         ),
-        ("step,domain,accuracy\n0,chemistry,0.1\n", None, "share none"),
-        ("step,domain,accuracy\n7,add,0.1\n", None, "none of its steps"),
+        (
+            "step,domain,accuracy\n0,chemistry,0.1\n",
+            None,
+            r"'chemistry' \(probe domains: add, facts, mul, sub\)\. Map each with --domain-map",
+        ),
+        (
+            "step,domain,accuracy\n7,add,0.1\n",
+            None,
+            r"acc.csv: accuracy step 7 \(from field 'step' of acc.csv\) is not a checkpoint step",
+        ),
         (None, '{"id": "x", "domain": "add", "text": "1 + 1 = 2"}\n', "no text for test item"),
         (None, '{"id": "x", "domain": "add", "text": ', "malformed"),
     ],
@@ -243,7 +251,7 @@ def test_accuracy_with_foreign_domains(captured_testbed, tmp_path):
     shutil.copytree(captured_testbed.run, run)
     table = tmp_path / "acc.csv"
     table.write_text("step,domain,accuracy\n0,chemistry,0.1\n5,chemistry,0.2\n")
-    with pytest.raises(InputError, match="share none"):
+    with pytest.raises(InputError, match="match no probe domain of the run: 'chemistry'"):
         analyze_run(run, accuracy=table, progress=False)
 
 
@@ -267,3 +275,19 @@ def test_negative_grokking_delays_are_noted_with_their_count():
     assert _delay_notes(pl.DataFrame({"delay": [200, 0, 1400]})) == []
     (note,) = _delay_notes(pl.DataFrame({"delay": [200, -3000, -200, 400]}))
     assert note.startswith("2 of 4 matched groups have a negative delay (t# < t*)")
+
+
+def test_tables_of_an_earlier_analysis_do_not_survive(captured_testbed, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(captured_testbed.run, run)
+    store = RunStore(run)
+    store.write_table("matches", pl.DataFrame({"domain": ["stale"]}))
+    result = analyze_run(run, accuracy=captured_testbed.testbed.accuracy_file, progress=False)
+    written = sorted(p.stem for p in (run / "tables").glob("*.parquet"))
+    assert written == sorted(result.tables) and "matches" not in written
+    assert any("group pairing skipped" in note for note in result.notes)
+    steps = [n for n in result.notes if n.startswith("accuracy steps")]
+    assert steps == [
+        f"accuracy steps {', '.join(map(str, store.steps))}: from field 'step' of "
+        f"{captured_testbed.testbed.accuracy_file.name} (1 file(s))"
+    ]

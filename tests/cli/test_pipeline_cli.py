@@ -9,6 +9,7 @@ import subprocess
 import sys
 from html.parser import HTMLParser
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -118,3 +119,59 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     assert message in lines[0]
     assert len(lines) == 2 and "PATHWATCH_DEBUG" in lines[1]
     assert not (tmp_path / "d").exists()
+
+
+def _lm_eval_dirs(testbed, root, results_only_step=None):
+    """lm-eval files as the harness writes them (one step-<N>/model/ per checkpoint, tasks named
+    'tb_<domain>', doc ids from the testbed's items), built from the testbed's own correctness."""
+    import json
+
+    records = [json.loads(line) for line in testbed.accuracy_file.open()]
+    date = "2026-12-01T10-00-00.000001"
+    for step in sorted({r["step"] for r in records}):
+        folder = root / f"step-{step}" / "__ckpt__model"
+        folder.mkdir(parents=True)
+        at_step = [r for r in records if r["step"] == step]
+        tasks = sorted({r["domain"] for r in at_step})
+        if step == results_only_step:
+            results = {
+                f"tb_{d}": {
+                    "acc,none": float(np.mean([r["correct"] for r in at_step if r["domain"] == d]))
+                }
+                for d in tasks
+            }
+            (folder / f"results_{date}.json").write_text(
+                json.dumps({"results": results, "config": {"model_args": "pretrained=/ckpt"}})
+            )
+            continue
+        for d in tasks:
+            lines = [
+                {"doc_id": i, "doc": {"id": r["item_id"]}, "filter": "none", "metrics": ["acc"]}
+                | {"acc": float(r["correct"])}
+                for i, r in enumerate(r for r in at_step if r["domain"] == d)
+            ]
+            (folder / f"samples_tb_{d}_{date}.jsonl").write_text(
+                "".join(json.dumps(line) + "\n" for line in lines)
+            )
+    return [f"--domain-map=tb_{d}={d}" for d in ("add", "sub", "mul", "facts")]
+
+
+def test_lm_eval_task_names_need_a_domain_map_and_results_only_checkpoints_are_noted(
+    captured_testbed, tmp_path
+):
+    run = tmp_path / "run"
+    shutil.copytree(captured_testbed.run, run)
+    evals = tmp_path / "evals"
+    mapping = _lm_eval_dirs(captured_testbed.testbed, evals, results_only_step=30)
+    unmapped = pathwatch("analyze", str(run), "--accuracy", str(evals), "--no-progress")
+    assert unmapped.returncode == 2
+    error = unmapped.stderr.splitlines()[0]
+    assert "4 task(s)/domain(s) match no probe domain of the run: 'tb_add', 'tb_facts'" in error
+    assert "(probe domains: add, facts, mul, sub). Map each with --domain-map" in error
+    assert str(evals) not in error  # the tasks and the domains, not the files
+    mapped = pathwatch("analyze", str(run), "--accuracy", str(evals), *mapping, "--no-progress")
+    assert mapped.returncode == 0, mapped.stderr
+    assert f"note: {evals / 'step-30' / '__ckpt__model'}: no samples_*.jsonl" in mapped.stdout
+    assert "note: test onsets and pairing skipped: accuracy at step(s) [30]" in mapped.stdout
+    assert "note: accuracy step 30: from directory 'step-30' (1 file(s))" in mapped.stdout
+    assert not (run / "tables" / "test_onsets.parquet").exists()

@@ -165,7 +165,7 @@ def test_lm_eval_results_step_from_revision(tmp_path):
     ]
     with pytest.raises(
         InputError,
-        match=r"results.hellaswag: no metric exact_match,flexible-extract among \['acc,none', 'acc_norm,none'\]",
+        match=r"results.hellaswag: no metric exact_match with filter 'flexible-extract' among \['acc,none', 'acc_norm,none'\]",
     ):
         read_accuracy(tmp_path / "evals", metric="exact_match,flexible-extract")
 
@@ -223,26 +223,27 @@ def test_lm_eval_samples_take_the_step_from_the_sibling_results(tmp_path):
     )
     read = read_accuracy(out / f"samples_hellaswag_{DATE}.jsonl")
     assert read.accuracy.rows() == [(7000, "hellaswag", 0.5, 4)]
-    assert read.correctness["item_id"].to_list() == ["0", "1", "2", "3"]
+    # docs without an 'id' field: items are '<task>/<doc_id>', distinct across tasks
+    assert read.correctness["item_id"].to_list() == [f"hellaswag/{i}" for i in range(4)]
 
 
-def test_domains_pool_tasks_with_distinct_item_ids(tmp_path):
+def test_domains_pool_tasks_and_colliding_ids_name_both_tasks(tmp_path):
     lines = [
-        {"step": 1, "domain": task, "item_id": i, "correct": c}
+        {"step": 1, "domain": task, "item_id": f"{task[4]}{i}", "correct": c}
         for task, cs in [("arc_easy", [1, 1]), ("arc_challenge", [0, 0])]
         for i, c in enumerate(cs)
     ]
-    read = read_accuracy(
-        write_jsonl(tmp_path / "items.jsonl", lines),
-        domains={"arc_easy": "science", "arc_challenge": "science"},
-    )
+    science = {"arc_easy": "science", "arc_challenge": "science"}
+    read = read_accuracy(write_jsonl(tmp_path / "items.jsonl", lines), domains=science)
     assert read.accuracy.rows() == [(1, "science", 0.5, 4)]
-    assert sorted(read.correctness["item_id"]) == [
-        "arc_challenge/0",
-        "arc_challenge/1",
-        "arc_easy/0",
-        "arc_easy/1",
-    ]
+    assert sorted(read.correctness["item_id"]) == ["c0", "c1", "e0", "e1"]
+    same_ids = [line | {"item_id": line["item_id"][1:]} for line in lines]
+    with pytest.raises(
+        InputError,
+        match=r"two results for step=1, domain='science', item_id='0' twice in .*same.jsonl "
+        r"\(tasks 'arc_challenge', 'arc_easy' map to one domain\)",
+    ):
+        read_accuracy(write_jsonl(tmp_path / "same.jsonl", same_ids), domains=science)
 
 
 @pytest.mark.parametrize(
@@ -338,3 +339,138 @@ def test_renaming_applies_once_and_unreadable_files_are_named(tmp_path):
     binary.write_bytes(b"\xff\xfe\x00garbage\n")
     with pytest.raises(InputError, match=r"Cannot read accuracy file .*items.jsonl"):
         read_accuracy(binary)
+
+
+@pytest.mark.parametrize(
+    "pretrained",
+    [
+        "/models/allenai/OLMoE-1B-7B-0924",  # a date at the end
+        "/hub/models--allenai--OLMoE/snapshots/0a1b2c3d4e5f60718293a4b5c6d7e8f901234567",  # a hash
+    ],
+    ids=["date", "snapshot-hash"],
+)
+def test_a_trailing_date_or_hash_is_no_step(tmp_path, pretrained):
+    tasks = {"hellaswag": {"alias": "hellaswag", "acc,none": 0.5, "acc_stderr,none": 0.01}}
+    path = tmp_path / "evals" / "run" / f"results_{DATE}.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(lm_eval_results(tasks, f"pretrained={pretrained}")))
+    with pytest.raises(InputError, match="cannot tell the checkpoint step") as info:
+        read_accuracy(tmp_path / "evals")
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message
+    assert "924" not in message.replace(pretrained, "") and "901234567" not in message.replace(
+        pretrained, ""
+    )
+    # a step directory above the model's directory states it
+    in_step = tmp_path / "by-step" / "step-300" / "run" / path.name
+    in_step.parent.mkdir(parents=True)
+    in_step.write_text(path.read_text())
+    read = read_accuracy(tmp_path / "by-step")
+    assert read.accuracy["step"].to_list() == [300]
+    assert read.steps.rows() == [(str(in_step), 300, "directory 'step-300'")]
+
+
+def test_model_args_and_directory_stating_different_steps_is_an_error(tmp_path):
+    tasks = {"hellaswag": {"alias": "hellaswag", "acc,none": 0.5}}
+    path = tmp_path / "step-100" / f"results_{DATE}.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(lm_eval_results(tasks, "pretrained=/ckpt/step-200")))
+    with pytest.raises(InputError, match=r"states step 200 but its directory 'step-100' states"):
+        read_accuracy(path)
+
+
+def test_a_rerun_of_one_checkpoint_names_both_files(tmp_path):
+    model_dir = tmp_path / "step-60" / "model"
+    first = write_jsonl(model_dir / f"samples_hellaswag_{DATE}.jsonl", [hellaswag_sample(0, 1.0)])
+    second = write_jsonl(
+        model_dir / "samples_hellaswag_2026-11-26T08-00-00.000001.jsonl",
+        [hellaswag_sample(0, 0.0)],
+    )
+    with pytest.raises(InputError) as info:
+        read_accuracy(tmp_path)
+    message = str(info.value)
+    assert "two results for step=60, domain='hellaswag', item_id='hellaswag/0'" in message
+    assert f"in {first} and {second}" in message and "\n" not in message
+    results = {"hellaswag": {"alias": "hellaswag", "acc,none": 0.5}}
+    for name in (f"results_{DATE}.json", "results_2026-11-26T08-00-00.json"):
+        (tmp_path / "again" / "step-5").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "again" / "step-5" / name).write_text(json.dumps(lm_eval_results(results, "")))
+    with pytest.raises(InputError, match=r"two accuracy rows for step=5, domain='hellaswag' in "):
+        read_accuracy(tmp_path / "again")
+
+
+def test_a_results_only_checkpoint_is_read_with_a_note(tmp_path):
+    for step in (10, 20):
+        write_jsonl(
+            tmp_path / f"step-{step}" / "m" / f"samples_hellaswag_{DATE}.jsonl",
+            [hellaswag_sample(i, float(i < step // 10)) for i in range(4)],
+        )
+    results = {"hellaswag": {"alias": "hellaswag", "acc,none": 0.75}}
+    only = tmp_path / "step-30" / "m"
+    only.mkdir(parents=True)
+    (only / f"results_{DATE}.json").write_text(json.dumps(lm_eval_results(results, "")))
+    read = read_accuracy(tmp_path)
+    assert read.accuracy.rows() == [
+        (10, "hellaswag", 0.25, 4),
+        (20, "hellaswag", 0.5, 4),
+        (30, "hellaswag", 0.75, 4),
+    ]
+    assert sorted(read.correctness["step"].unique()) == [10, 20]
+    assert len(read.notes) == 1 and str(only) in read.notes[0] and "no samples_" in read.notes[0]
+
+
+def test_item_ids_come_from_the_doc_field(tmp_path):
+    lines = [
+        hellaswag_sample(i, 1.0) | {"doc": {"ctx": "c", "id": f"q{i}", "key": f"k{i}"}}
+        for i in range(3)
+    ]
+    path = write_jsonl(tmp_path / "step-1" / f"samples_hellaswag_{DATE}.jsonl", lines)
+    assert read_accuracy(path).correctness["item_id"].to_list() == ["q0", "q1", "q2"]
+    keyed = read_accuracy(path, item_id_field="key").correctness
+    assert keyed["item_id"].to_list() == ["k0", "k1", "k2"]
+    with pytest.raises(
+        InputError,
+        match=r"no field 'name' for --item-id-field \(they have \['ctx', 'id', 'key'\]\)",
+    ):
+        read_accuracy(path, item_id_field="name")
+    lines[2]["doc"].pop("id")
+    write_jsonl(path, lines)
+    with pytest.raises(
+        InputError, match=r"samples_hellaswag_.*jsonl:3: doc field 'id' must be an item id"
+    ):
+        read_accuracy(path)
+
+
+def test_metric_and_filter_are_chosen_separately(tmp_path):
+    lines = [line for i in range(2) for line in gsm8k_samples(i, 1.0, 0.0)]
+    path = write_jsonl(tmp_path / "step-1" / f"samples_gsm8k_{DATE}.jsonl", lines)
+    assert read_accuracy(path).accuracy["accuracy"].to_list() == [1.0]  # first filter
+    flexible = read_accuracy(path, metric="exact_match", metric_filter="flexible-extract")
+    assert flexible.accuracy["accuracy"].to_list() == [0.0]
+    with pytest.raises(InputError, match=r"no samples with filter 'bogus'"):
+        read_accuracy(path, metric_filter="bogus")
+
+
+def test_domain_map_from_arguments_and_files(tmp_path):
+    from pathwatch.evaluation.accuracy import read_domain_map
+
+    lines = tmp_path / "map.txt"
+    lines.write_text("# task=domain\narith_add = add\n\narith_mul=mul\n")
+    as_json = tmp_path / "map.json"
+    as_json.write_text(json.dumps({"arith_sub": "sub"}))
+    assert read_domain_map([str(lines), str(as_json), "arith_sq=sq"]) == {
+        "arith_add": "add",
+        "arith_mul": "mul",
+        "arith_sub": "sub",
+        "arith_sq": "sq",
+    }
+    with pytest.raises(InputError, match=r"task 'a' is already mapped to 'x'"):
+        read_domain_map(["a=x", "a=y"])
+    with pytest.raises(InputError, match=r"--domain-map 'a=': expected TASK=DOMAIN"):
+        read_domain_map(["a="])
+    with pytest.raises(InputError, match=r"Domain map file .*nope.txt does not exist"):
+        read_domain_map([str(tmp_path / "nope.txt")])
+    csv = tmp_path / "acc.csv"
+    csv.write_text("step,domain,accuracy\n1,a,0.5\n")
+    with pytest.raises(InputError, match=r"'domains' parameter .* Got 'arith_typo'"):
+        read_accuracy(csv, domains={"arith_typo": "add"})

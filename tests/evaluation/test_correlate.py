@@ -245,3 +245,13 @@ def test_duplicate_rows_are_refused():
             accuracy,
             metrics={"distance": "training data"},
         )
+
+
+def test_three_checkpoints_get_r_and_p_but_no_bootstrap_ci():
+    from pathwatch.evaluation import correlation_stats
+
+    three = correlation_stats([1.0, 2.0, 4.0], [0.1, 0.5, 0.6])
+    assert np.isfinite(three["pearson_r"]) and np.isfinite(three["spearman_p"])
+    assert all(np.isnan(three[k]) for k in three if "_ci_" in k)
+    four = correlation_stats([1.0, 2.0, 4.0, 3.0], [0.1, 0.5, 0.6, 0.55])
+    assert all(np.isfinite(four[k]) for k in four if "_ci_" in k)

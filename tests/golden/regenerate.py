@@ -2,11 +2,11 @@
 
 Run only for an intended change of pathwatch's outputs, and say so in the commit:
 
-    .venv/bin/python tests/golden/regenerate.py
+    .venv/bin/python tests/golden/regenerate.py             # everything, inputs included
+    .venv/bin/python tests/golden/regenerate.py --analysis  # only analyze's tables and output
 
-or, when only analyze's outputs change (the stored checkpoints, probes and units stay as they are):
-
-    .venv/bin/python tests/golden/regenerate.py --analysis
+``--analysis`` keeps the stored inputs and capture byte for byte and re-runs only ``pathwatch
+analyze`` on them: the mode for a change of the analysis (inputs must not change with it).
 
 It trains ``TestbedConfig.tiny()`` (seed 0), keeps every second checkpoint, captures them with
 ``pathwatch capture`` and analyses the run with ``pathwatch analyze`` (the demo's options), then
@@ -34,7 +34,29 @@ CHECKPOINT_FILES = (
 )
 
 
+def analysis_only() -> None:
+    """Re-run ``pathwatch analyze`` on the stored run; rewrite its tables and analyze.txt only."""
+    run = GOLDEN / "run"
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "run"
+        copy.mkdir()
+        manifest = (run / "manifest.json").read_text().replace("{GOLDEN}", str(GOLDEN))
+        (copy / "manifest.json").write_text(manifest)
+        for name in ("units", "routers", "samples.parquet"):
+            source = run / name
+            (shutil.copytree if source.is_dir() else shutil.copy2)(source, copy / name)
+        result = subprocess.run(
+            analyze_args(GOLDEN / "inputs", copy), check=True, capture_output=True, text=True
+        )
+        shutil.rmtree(run / "tables")
+        shutil.copytree(copy / "tables", run / "tables")
+        (GOLDEN / "analyze.txt").write_text(normalize(result.stdout, copy))
+
+
 def main() -> None:
+    if sys.argv[1:] == ["--analysis"]:
+        analysis_only()
+        return
     import torch
 
     from pathwatch.testbed.train import TestbedConfig, train_testbed
@@ -71,21 +93,6 @@ def main() -> None:
         assert not (run / name).exists()
 
 
-def reanalyze() -> None:
-    """Rewrite only analyze's outputs (tables, analyze.txt) from the stored run's units."""
-    run = GOLDEN / "run"
-    shutil.rmtree(run / "tables")
-    manifest = (run / "manifest.json").read_text()
-    (run / "manifest.json").write_text(manifest.replace("{GOLDEN}", str(GOLDEN)))
-    try:
-        result = subprocess.run(
-            analyze_args(GOLDEN / "inputs", run), check=True, capture_output=True, text=True
-        )
-    finally:
-        (run / "manifest.json").write_text(manifest)
-    (GOLDEN / "analyze.txt").write_text(normalize(result.stdout, run))
-
-
 def capture_args(inputs: Path, run: Path) -> list[str]:
     """`pathwatch capture` of the golden checkpoints into ``run``."""
     args = [sys.executable, "-m", "pathwatch", "capture", "--no-progress"]
@@ -116,4 +123,4 @@ def normalize(text: str, run: Path) -> str:
 
 
 if __name__ == "__main__":
-    reanalyze() if sys.argv[1:] == ["--analysis"] else main()
+    main()

@@ -245,6 +245,33 @@ def test_tables_round_trip_and_corrupt_table_is_integrity_error(store: RunStore)
         read_table(store.path / "absent.parquet")
 
 
+def test_replace_tables_leaves_exactly_the_new_set(
+    store: RunStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = {"matches": pl.DataFrame({"a": [1]}), "accuracy": pl.DataFrame({"b": [2]})}
+    store.replace_tables(old)
+    new = {"accuracy": pl.DataFrame({"b": [3]})}
+    store.replace_tables(new)
+    assert sorted(p.name for p in (store.path / "tables").iterdir()) == ["accuracy.parquet"]
+    assert store.read_table("accuracy").equals(new["accuracy"]) and not store.has_table("matches")
+    # a failed write keeps the whole old set and leaves no half-written set behind
+    monkeypatch.setattr(
+        _io, "_write_bytes", lambda h, d: (_ for _ in ()).throw(OSError(errno.ENOSPC, "full"))
+    )
+    with pytest.raises(StoreError, match="free disk space"):
+        store.replace_tables(old)
+    assert store.read_table("accuracy").equals(new["accuracy"]) and not store.has_table("matches")
+    assert sorted(p.name for p in store.path.iterdir() if p.name.startswith(".tables")) == []
+
+
+def test_replace_tables_recovers_a_swap_killed_between_its_renames(store: RunStore) -> None:
+    store.replace_tables({"accuracy": pl.DataFrame({"b": [1]})})
+    (store.path / "tables").rename(store.path / ".tables.old")  # killed after the first rename
+    store.replace_tables({"onsets": pl.DataFrame({"c": [1]})})
+    assert sorted(p.name for p in (store.path / "tables").iterdir()) == ["onsets.parquet"]
+    assert not (store.path / ".tables.old").exists()
+
+
 @pytest.mark.parametrize(
     ("code", "fix"),
     [(errno.ENOSPC, "free disk space"), (errno.EACCES, "writable")],

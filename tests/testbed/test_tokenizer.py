@@ -40,5 +40,8 @@ def test_auto_tokenizer_loads_the_saved_tokenizer(tmp_path: Path) -> None:
     tok.save_pretrained(tmp_path)
     loaded = AutoTokenizer.from_pretrained(tmp_path)
     assert loaded.pad_token_id == 0
+    # BOS and EOS saved (as [PAD]): lm-eval's loglikelihood and generate_until need them
+    assert (loaded.bos_token_id, loaded.eos_token_id) == (0, 0)
+    assert loaded(texts[0])["input_ids"] == tok(texts[0])["input_ids"]  # none added
     batch = loaded(texts[:8], padding=True)["input_ids"]
     assert batch == tok(texts[:8], padding=True)["input_ids"]

@@ -4,20 +4,19 @@ Accepted inputs (``--accuracy FILE``; a directory is searched recursively for th
 
 - per checkpoint: CSV, or JSON records, with ``step``, ``domain``, ``accuracy`` (optional ``n_items``);
 - per item: JSONL with ``step``, ``domain``, ``item_id``, ``correct`` (0/1);
-- lm-evaluation-harness: ``results_*.json`` (accuracy from ``results`` → task → ``"acc,none"``
-  etc.) and ``samples_*.jsonl`` from ``--log_samples`` (per item: ``doc_id`` and the metric).
-  The task is the domain. The step comes from the model's ``revision=`` (e.g. ``step5000-tokens20B``)
-  or path in the results' ``config.model_args``, else from the file's directory or the one above it
-  (lm-eval writes into ``<output_path>/<model name>/``): the nearest whose name holds ``step<N>`` /
-  ``checkpoint-<N>`` or ends in a number.
+- lm-evaluation-harness: ``results_*.json`` and ``--log_samples`` ``samples_*.jsonl``
+  (:mod:`pathwatch.evaluation.lm_eval_files`: steps only from an explicit word, item ids from the
+  doc, one checkpoint per directory). The task is the domain unless ``domains`` maps it.
+
+Every file's steps are recorded with where they came from (``AccuracyTables.steps``), so that the
+analysis can say which steps it read and refuse those the run lacks, naming the file.
 """
 
 from __future__ import annotations
 
 import csv
-import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,20 @@ from pathwatch._files import read_json, read_jsonl, require_path, unreadable
 from pathwatch._validate import check_paths, check_text
 from pathwatch.dynamics.onsets import generalization_onset
 from pathwatch.errors import InputError, invalid_parameter
-from pathwatch.steps import STEP_NAME_EXAMPLES, step_from_name
+from pathwatch.evaluation import lm_eval_files as lm_eval
+from pathwatch.evaluation.lm_eval_files import LM_EVAL_METRICS
+
+__all__ = [
+    "ACCURACY_SCHEMA",
+    "CORRECTNESS_SCHEMA",
+    "DEFAULT_ITEM_ID_FIELD",
+    "LM_EVAL_METRICS",
+    "AccuracyTables",
+    "correctness_matrix",
+    "generalization_table",
+    "read_accuracy",
+    "read_domain_map",
+]
 
 ACCURACY_SCHEMA = {
     "step": pl.Int64,
@@ -42,11 +54,10 @@ CORRECTNESS_SCHEMA = {
     "item_id": pl.String,
     "correct": pl.Int8,
 }
-LM_EVAL_METRICS = ("acc", "exact_match", "acc_norm")
+STEPS_SCHEMA = {"file": pl.String, "step": pl.Int64, "source": pl.String}
+DEFAULT_ITEM_ID_FIELD = "id"
+"""The lm-eval doc field item ids are read from when the docs have it (else ``task/doc_id``)."""
 _WHAT = "accuracy file"  # how file errors name these files
-"""Metrics read from lm-eval files when none is named, in order of preference."""
-
-_DATE_ID = re.compile(r"_(\d{4}-\d{2}-\d{2}T[\d\-.]+)$")
 
 
 @dataclass(frozen=True)
@@ -61,11 +72,18 @@ class AccuracyTables:
         ``step, domain, item_id, correct`` for per-item inputs, else None.
     sources : tuple of str
         The files read.
+    steps : polars.DataFrame
+        ``file, step, source``: each file's steps and where each came from (a field, the
+        model_args, a directory name).
+    notes : tuple of str
+        What the reading chose (e.g. a checkpoint read from results only).
     """
 
     accuracy: pl.DataFrame
     correctness: pl.DataFrame | None
     sources: tuple[str, ...]
+    steps: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=STEPS_SCHEMA))
+    notes: tuple[str, ...] = ()
 
 
 def _fail(where: str, message: str) -> InputError:
@@ -150,142 +168,145 @@ def _read_items(path: Path) -> pl.DataFrame:
     return pl.DataFrame(_records(rows, fields), schema=CORRECTNESS_SCHEMA, orient="row")
 
 
-def _lm_eval_step(path: Path, results: Mapping[str, Any] | None) -> int:
-    """Checkpoint step of an lm-eval file: model_args revision/path, then the nearest directory."""
-    args = (results or {}).get("config", {}).get("model_args", "") or ""
-    if isinstance(args, dict):
-        args = ",".join(f"{k}={v}" for k, v in args.items())
-    for key in ("revision", "pretrained", "path", "model"):
-        match = re.search(rf"(?:^|,){key}=([^,]+)", str(args))
-        step = step_from_name(match.group(1)) if match else None
-        if step is not None:
-            return step
-    for part in reversed(path.parent.resolve().parts[-2:]):  # lm-eval's model dir and the one above
-        if (step := step_from_name(part)) is not None:
-            return step
-    raise _fail(
-        str(path),
-        "cannot tell the checkpoint step: no 'revision=step<N>' in config.model_args and no "
-        f"directory named like {STEP_NAME_EXAMPLES}. Put each checkpoint's files "
-        "in a directory named after its step.",
-    )
+@dataclass(frozen=True)
+class _Options:
+    """How lm-eval files are read: metric, filter, item id field."""
+
+    metric: str | None
+    flt: str | None
+    item_id_field: str
 
 
-def _pick_metric(available: Iterable[str], metric: str | None, where: str) -> str:
-    """The lm-eval key to read: ``metric`` if given (``name`` or ``name,filter``), else by preference."""
-    if isinstance(available, Mapping):  # a results entry: metric keys hold numbers
-        available = [k for k, v in available.items() if isinstance(v, int | float)]
-    keys = [k for k in available if "_stderr" not in k]
-    wanted = (metric,) if metric else LM_EVAL_METRICS
-    for name in wanted:
-        exact = [k for k in keys if k == name]
-        filtered = sorted(
-            (k for k in keys if k.split(",")[0] == name), key=lambda k: k != f"{name},none"
+def _read_file(file: Path, options: _Options) -> tuple[str, pl.DataFrame, pl.DataFrame]:
+    """("items" or "table", its rows with a ``file`` column, its steps) from one file, by name."""
+    suffix = file.suffix.lower()
+    if lm_eval.is_samples(file):
+        table, step, source = lm_eval.read_samples(
+            file,
+            options.metric,
+            options.flt,
+            options.item_id_field,
+            DEFAULT_ITEM_ID_FIELD,
+            lambda r, k, w: _field(r, k, w, kind="correct"),
         )
-        if exact or filtered:
-            return (exact or filtered)[0]
-    raise _fail(
-        where,
-        f'no metric {" / ".join(wanted)} among {sorted(keys)}. Name one with metric="<name>[,<filter>]".',
-    )
-
-
-def _read_lm_eval_results(path: Path, metric: str | None) -> pl.DataFrame:
-    data = read_json(path, _WHAT)
-    results = data.get("results") if isinstance(data, dict) else None
-    if not isinstance(results, dict) or not results:
-        raise _fail(
-            str(path), "field 'results' is missing or empty; expected lm-eval's results_*.json."
+        return "items", table, _steps(file, [step], source)
+    if lm_eval.is_results(file):
+        table, step, source = lm_eval.read_results(
+            file, options.metric, options.flt, lambda r, k, w: _field(r, k, w, kind="accuracy")
         )
-    step = _lm_eval_step(path, data)
-    n_samples = data.get("n-samples", {})
-    rows = []
-    for task, values in results.items():
-        where = f"{path}: results.{task}"
-        key = _pick_metric(values, metric, where)
-        value = _field(values, key, where, kind="accuracy")
-        n = n_samples.get(task, {}).get("effective") if isinstance(n_samples, dict) else None
-        rows.append((step, task, value, n))
-    return pl.DataFrame(rows, schema=ACCURACY_SCHEMA, orient="row")
+        return "table", table, _steps(file, [step], source)
+    if suffix == ".jsonl":
+        kind, table = "items", _read_items(file)
+    elif suffix in (".csv", ".json"):
+        kind, table = "table", _read_table(file)
+    else:
+        raise _fail(str(file), "unknown accuracy file type; expected .csv, .json or .jsonl.")
+    steps = sorted(table["step"].unique().to_list())
+    table = table.with_columns(file=pl.lit(str(file)))
+    return kind, table, _steps(file, steps, f"field 'step' of {file.name}")
 
 
-def _read_lm_eval_samples(path: Path, metric: str | None) -> pl.DataFrame:
-    date = _DATE_ID.search(path.stem)
-    task = path.stem[len("samples_") : date.start()] if date else path.stem[len("samples_") :]
-    sibling = path.with_name(f"results_{date.group(1)}.json") if date else None
-    step = _lm_eval_step(path, read_json(sibling, _WHAT) if sibling and sibling.is_file() else None)
-    rows, chosen_filter, key = [], None, None
-    for number, record in read_jsonl(path, _WHAT):
-        where = f"{path}:{number}"
-        flt = record.get("filter", "none")
-        if chosen_filter is None:
-            key = _pick_metric(
-                record.get("metrics") or record, metric and metric.split(",")[0], where
-            )
-            wanted = metric.split(",")[1] if metric and "," in metric else None
-            chosen_filter = wanted or flt
-        if flt != chosen_filter:
-            continue
-        item = _field(record, "doc_id", where, kind="item_id")
-        rows.append((step, task, item, _field(record, key, where, kind="correct")))
-    if not rows:
-        raise _fail(str(path), f"no samples with filter {chosen_filter!r}.")
-    return pl.DataFrame(rows, schema=CORRECTNESS_SCHEMA, orient="row")
+def _steps(file: Path, steps: list[int], source: str) -> pl.DataFrame:
+    return pl.DataFrame({"file": str(file), "step": steps, "source": source}, schema=STEPS_SCHEMA)
 
 
-def _files(path: Path) -> list[Path]:
+def _files(path: Path) -> tuple[list[Path], list[str]]:
+    """The files behind one ``paths`` entry, and notes on what a directory's reading chose."""
     if path.is_file():
-        return [path]
+        return [path], []
     require_path(
         path, "Accuracy file", "pass an existing accuracy file or lm-eval directory", directory=True
     )
-    samples = sorted(path.rglob("samples_*.jsonl"))
-    files = samples or sorted(path.rglob("results_*.json"))
+    files, notes = lm_eval.lm_eval_files(path)
     if not files:
         raise _fail(
             str(path), "directory holds no lm-eval results_*.json or samples_*.jsonl files."
         )
-    return files
+    return files, notes
 
 
 def _accuracy_from_items(correctness: pl.DataFrame) -> pl.DataFrame:
     return (
         correctness.group_by("step", "domain", maintain_order=True)
-        .agg(accuracy=pl.col("correct").cast(pl.Float64).mean(), n_items=pl.len().cast(pl.Int64))
-        .select(list(ACCURACY_SCHEMA))
+        .agg(
+            accuracy=pl.col("correct").cast(pl.Float64).mean(),
+            n_items=pl.len().cast(pl.Int64),
+            file=pl.col("file").first(),
+        )
+        .select(*ACCURACY_SCHEMA, "file")
     )
 
 
 def _no_duplicates(table: pl.DataFrame, keys: list[str], what: str) -> None:
+    """InputError naming the key and the files of the first row that occurs twice."""
     dup = table.filter(table.select(keys).is_duplicated())
-    if dup.height:
-        first = dup.row(0, named=True)
-        raise InputError(
-            f"two {what} for "
-            + ", ".join(f"{k}={first[k]!r}" for k in keys)
-            + ". Keep one per key."
+    if not dup.height:
+        return
+    first = dup.row(0, named=True)
+    same = dup.filter(pl.all_horizontal([pl.col(k) == first[k] for k in keys]))
+    files = list(dict.fromkeys(same["file"]))
+    where = f"in {files[0]} and {files[1]}" if len(files) > 1 else f"twice in {files[0]}"
+    tasks = sorted(set(same["task"])) if "task" in same.columns else []
+    if len(tasks) > 1:
+        fix = (
+            f" (tasks {', '.join(map(repr, tasks))} map to one domain). Give their items "
+            "distinct ids, or map the tasks to distinct domains."
         )
+    else:
+        fix = ". Keep one per key (e.g. remove an older lm-eval run of that checkpoint)."
+    raise InputError(
+        f"two {what} for " + ", ".join(f"{k}={first[k]!r}" for k in keys) + f" {where}{fix}"
+    )
 
 
-def _read_file(file: Path, metric: str | None) -> tuple[str, pl.DataFrame]:
-    """("items", correctness) or ("table", accuracy) from one file, by its name."""
-    name, suffix = file.name, file.suffix.lower()
-    if name.startswith("samples_") and suffix == ".jsonl":
-        return "items", _read_lm_eval_samples(file, metric)
-    if name.startswith("results_") and suffix == ".json":
-        return "table", _read_lm_eval_results(file, metric)
-    if suffix == ".jsonl":
-        return "items", _read_items(file)
-    if suffix in (".csv", ".json"):
-        return "table", _read_table(file)
-    raise _fail(str(file), "unknown accuracy file type; expected .csv, .json or .jsonl.")
+def _pool_tables(table: pl.DataFrame) -> pl.DataFrame:
+    """One row per (step, domain): rows of tasks mapped to one domain averaged by their n_items."""
+    grouped = table.group_by("step", "domain", maintain_order=True).agg(
+        rows=pl.len(),
+        unknown_n=pl.col("n_items").null_count(),
+        pooled=(pl.col("accuracy") * pl.col("n_items")).sum() / pl.col("n_items").sum(),
+        accuracy=pl.col("accuracy").first(),
+        n_items=pl.col("n_items").sum(),
+        first_n=pl.col("n_items").first(),
+        file=pl.col("file").first(),
+        tasks=pl.col("task"),
+    )
+    bad = grouped.filter((pl.col("rows") > 1) & (pl.col("unknown_n") > 0))
+    if bad.height:
+        row = bad.row(0, named=True)
+        raise InputError(
+            f"{row['file']}: tasks {row['tasks']} map to domain {row['domain']!r} but not all "
+            f"say how many items they have (n_items), so step {row['step']} cannot be pooled. "
+            "Give per-item files (lm-eval --log_samples) or map them to distinct domains."
+        )
+    many = pl.col("rows") > 1
+    return grouped.select(
+        "step",
+        "domain",
+        accuracy=pl.when(many).then("pooled").otherwise("accuracy"),
+        n_items=pl.when(many).then("n_items").otherwise("first_n"),
+        file="file",
+    )
+
+
+def _check_domain_map(domains: Mapping[str, str], tasks: set[str]) -> None:
+    unknown = sorted(set(domains) - tasks)
+    if unknown:
+        raise invalid_parameter(
+            "read_accuracy",
+            "domains",
+            f"tasks of the accuracy files ({', '.join(sorted(tasks))}) as keys",
+            unknown if len(unknown) > 1 else unknown[0],
+        )
 
 
 def read_accuracy(
     paths: str | Path | Iterable[str | Path],
     *,
     metric: str | None = None,
+    metric_filter: str | None = None,
     domains: Mapping[str, str] | None = None,
+    item_id_field: str = DEFAULT_ITEM_ID_FIELD,
 ) -> AccuracyTables:
     """Read per-checkpoint accuracy and, from per-item files, per-item correctness.
 
@@ -293,20 +314,25 @@ def read_accuracy(
     ----------
     paths : path or iterable of paths
         Files (per-checkpoint CSV/JSON, per-item JSONL, lm-eval ``results_*.json`` /
-        ``samples_*.jsonl``) or directories holding lm-eval files (``samples_*`` preferred, one
-        directory per checkpoint).
+        ``samples_*.jsonl``) or directories holding lm-eval files, one directory per checkpoint
+        (its ``samples_*`` where it has any, else its ``results_*``, with a note).
     metric : str, optional
         lm-eval metric, ``"name"`` or ``"name,filter"``; default the first of acc, exact_match,
-        acc_norm present (filter ``none`` first).
+        acc_norm present.
+    metric_filter : str, optional
+        lm-eval filter of the metric (e.g. ``"strict-match"``); default ``none`` first, else the
+        first the file has.
     domains : mapping of str to str, optional
-        Renames domains (e.g. lm-eval task → domain); tasks mapped to one domain are pooled, and
-        item ids become ``"<task>/<item_id>"`` so that they stay distinct.
+        Renames domains (e.g. lm-eval task → domain); tasks mapped to one domain are pooled
+        (items kept apart by their ids; per-checkpoint rows averaged over their n_items).
+    item_id_field : str, default "id"
+        lm-eval doc field holding the item's id; docs without it give ``<task>/<doc_id>``.
 
     Returns
     -------
     AccuracyTables
-        ``accuracy`` (step, domain, accuracy, n_items) and ``correctness`` (step, domain,
-        item_id, correct) or None.
+        ``accuracy`` (step, domain, accuracy, n_items), ``correctness`` (step, domain,
+        item_id, correct) or None, the files, their steps and where each came from.
 
     Examples
     --------
@@ -316,38 +342,112 @@ def read_accuracy(
     >>> read_accuracy(path).accuracy.rows()
     [(100, 'math', 0.2, None), (200, 'math', 0.6, None)]
     """
-    paths = check_paths("read_accuracy", "paths", paths)
-    check_text("read_accuracy", "metric", metric, allow_none=True)
+    func = "read_accuracy"
+    paths = check_paths(func, "paths", paths)
+    check_text(func, "metric", metric, allow_none=True)
+    check_text(func, "metric_filter", metric_filter, allow_none=True)
+    check_text(func, "item_id_field", item_id_field)
     if domains is not None and not (
         isinstance(domains, Mapping)
         and all(isinstance(k, str) and isinstance(v, str) and v for k, v in domains.items())
     ):
         raise invalid_parameter(
-            "read_accuracy", "domains", "None or a mapping of task to domain name", domains
+            func, "domains", "None or a mapping of task to domain name", domains
         )
-    files = [f for p in paths for f in _files(p)]
-    tables, items = [], []
+    if metric and "," in metric:
+        if metric_filter is not None:
+            raise invalid_parameter(
+                func, "metric_filter", "None when metric names a filter", metric_filter
+            )
+        metric, metric_filter = metric.split(",", 1)
+    options = _Options(metric, metric_filter, item_id_field)
+    found = [_files(p) for p in paths]
+    files = [f for fs, _ in found for f in fs]
+    notes = tuple(note for _, ns in found for note in ns)
+    tables, items, steps = [], [], []
     for file in files:
         try:
-            kind, table = _read_file(file, metric)
+            kind, table, file_steps = _read_file(file, options)
         except (OSError, UnicodeDecodeError) as exc:
             raise unreadable(file, _WHAT, exc) from exc
-        (items if kind == "items" else tables).append(table)
+        (items if kind == "items" else tables).append(table.with_columns(task=pl.col("domain")))
+        steps.append(file_steps)
+    if domains:
+        _check_domain_map(domains, {t for f in tables + items for t in f["task"].unique()})
     rename = pl.col("domain").replace(dict(domains)) if domains else pl.col("domain")
-    tables = [table.with_columns(rename) for table in tables]
     correctness = None
+    frames = []
+    if tables:
+        table = pl.concat(tables)
+        _no_duplicates(table, ["step", "domain"], "accuracy rows")  # one per (step, task)
+        frames.append(_pool_tables(table.with_columns(rename)))
     if items:
-        correctness = pl.concat(items)
-        if domains:  # items of tasks pooled into one domain keep distinct ids
-            correctness = correctness.with_columns(
-                item_id=pl.col("domain") + "/" + pl.col("item_id"), domain=rename
-            )
+        correctness = pl.concat(items).with_columns(rename)
         _no_duplicates(correctness, ["step", "domain", "item_id"], "results")
         correctness = correctness.sort("domain", "item_id", "step")
-        tables.append(_accuracy_from_items(correctness))
-    accuracy = pl.concat(tables)
+        frames.append(_accuracy_from_items(correctness))
+        correctness = correctness.select(list(CORRECTNESS_SCHEMA))
+    accuracy = pl.concat(frames)
     _no_duplicates(accuracy, ["step", "domain"], "accuracy rows")
-    return AccuracyTables(accuracy.sort("domain", "step"), correctness, tuple(map(str, files)))
+    return AccuracyTables(
+        accuracy.select(list(ACCURACY_SCHEMA)).sort("domain", "step"),
+        correctness,
+        tuple(map(str, files)),
+        pl.concat(steps),
+        notes,
+    )
+
+
+def read_domain_map(specs: Iterable[str]) -> dict[str, str]:
+    """Task → domain from ``--domain-map`` values: ``TASK=DOMAIN``, or a file of them.
+
+    A file holds one ``TASK=DOMAIN`` per line (blank lines and ``#`` comments skipped) or a JSON
+    object; a task mapped twice is an error.
+
+    Examples
+    --------
+    >>> read_domain_map(["arith_add=add", "arith_mul=mul"])
+    {'arith_add': 'add', 'arith_mul': 'mul'}
+    """
+    mapping: dict[str, str] = {}
+    for spec in specs:
+        if "=" in spec and not Path(spec).is_file():
+            pairs = [(spec, spec)]
+        else:
+            pairs = _domain_map_file(Path(spec))
+        for where, text in pairs:
+            task, _, domain = (part.strip() for part in text.partition("="))
+            if not task or not domain:
+                raise InputError(
+                    f"--domain-map {where!r}: expected TASK=DOMAIN (or a file of such lines, or "
+                    "a JSON object), e.g. 'arith_add=add'."
+                )
+            if mapping.get(task, domain) != domain:
+                raise InputError(
+                    f"--domain-map {where!r}: task {task!r} is already mapped to "
+                    f"{mapping[task]!r}. Map each task once."
+                )
+            mapping[task] = domain
+    return mapping
+
+
+def _domain_map_file(path: Path) -> list[tuple[str, str]]:
+    """(where, ``TASK=DOMAIN``) of every entry of a domain-map file."""
+    require_path(path, "Domain map file", "pass TASK=DOMAIN or a file of such lines")
+    if path.suffix.lower() == ".json":
+        data = read_json(path, "domain map file")
+        if not isinstance(data, dict):
+            raise _fail(str(path), "expected a JSON object of task to domain.")
+        return [(f"{path}: {k}", f"{k}={v if isinstance(v, str) else ''}") for k, v in data.items()]
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise unreadable(path, "domain map file", exc) from exc
+    return [
+        (f"{path}:{n}", line.strip())
+        for n, line in enumerate(lines, start=1)
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
 
 
 def correctness_matrix(

@@ -17,6 +17,10 @@ from scipy import stats
 from pathwatch._validate import check_array, check_float, check_int, is_int
 from pathwatch.errors import InputError, invalid_parameter
 
+MIN_BOOTSTRAP_N = 4
+"""Fewest pairs that get a bootstrap CI: resampling 3 points gives mostly ties and degenerate
+replicates, so its intervals (e.g. [+0.69, +1.00]) would look far surer than 3 points are."""
+
 NEEDS = ("training data", "held-out data")
 """What a metric needs: only the training data (test-free), or held-out data."""
 
@@ -172,7 +176,7 @@ def correlation_stats(
     """Pearson and Spearman correlation with p-values and bootstrap confidence intervals.
 
     Pairs with a NaN on either side are dropped. Fewer than 3 pairs, or a constant side, give NaN
-    (never an error).
+    (never an error); fewer than ``MIN_BOOTSTRAP_N`` (4) give r, ρ and p but NaN intervals.
 
     Parameters
     ----------
@@ -209,6 +213,8 @@ def correlation_stats(
     pearson, spearman = stats.pearsonr(xa, ya), stats.spearmanr(xa, ya)
     out["pearson_r"], out["pearson_p"] = float(pearson.statistic), float(pearson.pvalue)
     out["spearman_rho"], out["spearman_p"] = float(spearman.statistic), float(spearman.pvalue)
+    if n < MIN_BOOTSTRAP_N:
+        return out
     gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     idx = gen.integers(0, n, size=(n_boot, n))
     xb, yb = xa[idx], ya[idx]
@@ -268,7 +274,8 @@ def correlation_table(
     polars.DataFrame
         ``domain, metric, needs, n, first_step, last_step, pearson_r, pearson_p,
         pearson_ci_low, pearson_ci_high, spearman_rho, spearman_p, spearman_ci_low,
-        spearman_ci_high``; n < 3 or a constant series gives NaN statistics with n reported.
+        spearman_ci_high``; n < 3 or a constant series gives NaN statistics with n reported,
+        n < 4 NaN confidence intervals.
 
     Examples
     --------

@@ -30,12 +30,13 @@ from pathwatch.store._io import (
     claim,
     exclusive_lock,
     remove_temporaries,
+    replace_directory,
     shared_lock,
     store_error,
     write_atomic,
 )
 from pathwatch.store.manifest import MANIFEST_NAME, Manifest
-from pathwatch.store.tables import read_schema, read_table, write_table
+from pathwatch.store.tables import read_schema, read_table, table_bytes, write_table
 from pathwatch.store.units import (
     CheckpointData,
     _load,
@@ -281,6 +282,20 @@ class RunStore:
     def write_table(self, name: str, frame: pl.DataFrame) -> Path:
         """Write ``RUN/tables/<name>.parquet`` atomically."""
         return write_table(frame, self.table_path(name))
+
+    def replace_tables(self, tables: Mapping[str, pl.DataFrame]) -> Path:
+        """Make ``tables`` the run's whole set of derived tables: ``RUN/tables/`` afterwards holds
+        exactly these, so no table of an earlier analysis survives beside them.
+
+        The set is written to a hidden temporary directory, fsync'd, and swapped in by two renames
+        (old set aside, new set in), then the old set is deleted: a reader sees the old set or the
+        new one, never a mixture. A crash between the renames leaves the old set as
+        ``RUN/.tables.old``, which the next call removes.
+        """
+        target = self.path / TABLE_DIR
+        return replace_directory(
+            target, {f"{name}.parquet": table_bytes(frame) for name, frame in tables.items()}
+        )
 
     def read_table(self, name: str, *, columns: Sequence[str] | None = None) -> pl.DataFrame:
         """Read ``RUN/tables/<name>.parquet`` (only ``columns``, if given).

@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import BinaryIO
 
@@ -64,6 +65,51 @@ def write_atomic(path: Path, data: bytes) -> None:
             raise store_error(path, "writing", exc) from exc
         raise
     _fsync_dir(path.parent)
+
+
+def replace_directory(target: Path, files: Mapping[str, bytes]) -> Path:
+    """Make ``target`` a directory holding exactly ``files`` (name -> bytes), swapped in whole.
+
+    The files are written and fsync'd in a hidden sibling directory, the old ``target`` is renamed
+    aside, the new one renamed into place, and the old one deleted. Readers see the old set or the
+    new one, never a mixture; leftovers of a killed swap (the aside copy, a half-written new set)
+    are removed first, and an aside copy with no ``target`` is the old set, put back.
+    """
+    target = Path(target)
+    aside = target.with_name(f".{target.name}.old")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        for stale in target.parent.glob(f".{target.name}.new-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        if aside.exists():
+            if target.exists():
+                shutil.rmtree(aside)
+            else:
+                os.replace(aside, target)
+        fresh = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.new-"))
+    except OSError as exc:
+        raise store_error(target.parent, "preparing", exc) from exc
+    try:
+        for name, data in files.items():
+            with open(fresh / name, "wb") as handle:
+                _write_bytes(handle, data)
+                handle.flush()
+                os.fsync(handle.fileno())
+        _fsync_dir(fresh)
+        if target.exists():
+            os.replace(target, aside)
+        os.replace(fresh, target)
+        _fsync_dir(target.parent)
+    except BaseException as exc:
+        shutil.rmtree(fresh, ignore_errors=True)
+        if aside.exists() and not target.exists():
+            with contextlib.suppress(OSError):
+                os.replace(aside, target)
+        if isinstance(exc, OSError):
+            raise store_error(target, "writing", exc) from exc
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+    return target
 
 
 def _fsync_dir(directory: Path) -> None:

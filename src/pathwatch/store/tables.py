@@ -25,10 +25,15 @@ def write_table(frame: pl.DataFrame, path: Path) -> Path:
     >>> read_table(p)["step"].to_list()
     [1, 2]
     """
+    write_atomic(Path(path), table_bytes(frame))
+    return Path(path)
+
+
+def table_bytes(frame: pl.DataFrame) -> bytes:
+    """A polars DataFrame as the bytes of a Parquet file."""
     buffer = io.BytesIO()
     frame.write_parquet(buffer)
-    write_atomic(Path(path), buffer.getvalue())
-    return Path(path)
+    return buffer.getvalue()
 
 
 def read_table(path: Path, *, columns: Sequence[str] | None = None) -> pl.DataFrame:

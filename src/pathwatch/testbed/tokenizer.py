@@ -14,6 +14,12 @@ UNK = "[UNK]"
 def build_tokenizer(words: Sequence[str]) -> PreTrainedTokenizerFast:
     """One token per whitespace-separated word; ``[PAD]`` is id 0 and ``[UNK]`` id 1.
 
+    ``[PAD]`` is also the BOS and EOS token, so that a saved checkpoint is evaluable by
+    lm-evaluation-harness as it is: loglikelihood prefixes an empty context with the BOS (else
+    EOS) id, and generate_until stops at EOS. Reusing ``[PAD]`` rather than adding tokens keeps
+    the vocabulary, hence every model and every stored checkpoint, as it was; no special token is
+    ever added to an encoding.
+
     Parameters
     ----------
     words : sequence of str
@@ -33,4 +39,6 @@ def build_tokenizer(words: Sequence[str]) -> PreTrainedTokenizerFast:
     vocab = {PAD: 0, UNK: 1} | {w: i + 2 for i, w in enumerate(words)}
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
     core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token=PAD, unk_token=UNK)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core, pad_token=PAD, unk_token=UNK, bos_token=PAD, eos_token=PAD
+    )
