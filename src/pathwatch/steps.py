@@ -10,8 +10,11 @@ else has no step, and the caller asks for one (``--steps``).
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
-__all__ = ["STEP_NAME_EXAMPLES", "step_from_name"]
+from pathwatch.errors import InputError
+
+__all__ = ["STEP_NAME_EXAMPLES", "checkpoint_step", "step_from_name"]
 
 _STEP_WORD = re.compile(
     r"(?<![A-Za-z0-9])(?:global_step|step|checkpoint|ckpt|iter)[-_]?(\d+)(?![0-9])", re.IGNORECASE
@@ -33,3 +36,14 @@ def step_from_name(name: str) -> int | None:
     """
     found = _STEP_WORD.findall(name)
     return int(found[-1]) if found else None
+
+
+def checkpoint_step(path: Path) -> int:
+    """The step a checkpoint directory's name states; the one-line error that asks for --steps."""
+    step = step_from_name(path.name)
+    if step is None:
+        raise InputError(
+            f"Cannot read a training step from checkpoint directory name {path.name!r} "
+            f"({path}); name it like {STEP_NAME_EXAMPLES}, or pass --steps."
+        )
+    return step

@@ -25,7 +25,7 @@ from pathwatch.errors import (
     UnsupportedModelError,
     invalid_parameter,
 )
-from pathwatch.steps import STEP_NAME_EXAMPLES, step_from_name
+from pathwatch.steps import checkpoint_step
 from pathwatch.store import CheckpointData, RunStore
 from pathwatch.store.manifest import (
     CheckpointInfo,
@@ -87,16 +87,7 @@ def _checkpoint_dirs(checkpoints: Sequence[str | os.PathLike]) -> list[Path]:
 def _steps(dirs: list[Path], steps: Sequence[int] | None) -> list[int]:
     """One training step per checkpoint: ``steps`` if given, else the step each directory name states."""
     if steps is None:
-        parsed = []
-        for path in dirs:
-            step = step_from_name(path.name)
-            if step is None:
-                raise InputError(
-                    f"Cannot read a training step from checkpoint directory name {path.name!r} "
-                    f"({path}); name it like {STEP_NAME_EXAMPLES}, or pass --steps."
-                )
-            parsed.append(step)
-        steps = parsed
+        steps = [checkpoint_step(path) for path in dirs]
     elif (
         isinstance(steps, str)
         or not isinstance(steps, Sequence)

@@ -30,7 +30,7 @@ from typing import Any
 from pathwatch._files import read_json
 from pathwatch._validate import check_bool, check_int, check_path, check_text, is_int
 from pathwatch.errors import InputError, MissingExtraError, StoreError, invalid_parameter
-from pathwatch.steps import STEP_NAME_EXAMPLES, step_from_name
+from pathwatch.steps import checkpoint_step, step_from_name
 from pathwatch.store import write_atomic
 
 __all__ = ["EvalCheckpoint", "evaluate_checkpoints", "resolve_checkpoint"]
@@ -81,12 +81,7 @@ def resolve_checkpoint(arg: str | os.PathLike, step: int | None = None) -> EvalC
             "analyze would refuse the mismatch. Give its own step."
         )
     if step is None:
-        step = stated
-        if step is None:
-            raise InputError(
-                f"Cannot read a training step from checkpoint directory name {path.name!r} "
-                f"({path}); name it like {STEP_NAME_EXAMPLES}, or pass --steps."
-            )
+        step = checkpoint_step(path)
     return EvalCheckpoint(str(path.resolve()), int(step))
 
 
