@@ -324,6 +324,7 @@ CASES: dict[str, tuple[Call, dict[str, list[Any]]]] = {
             "n_boot": [0],
             "jobs": [0],
             "trends": [{"alpha": 0.1}],
+            "compare_arms": [0, 2],
         },
     ),
     "PathwayMonitor": (

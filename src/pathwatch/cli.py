@@ -15,7 +15,7 @@ import typer
 from pathwatch.config import AnalyzeConfig, CaptureConfig
 from pathwatch.demo import DEFAULT_OUT
 from pathwatch.errors import InputError, PathwatchError
-from pathwatch.study.config import DEFAULT_SEEDS, StudyConfig
+from pathwatch.study.config import DEFAULT_SEEDS, DESIGNS, SEARCH_SEEDS, StudyConfig
 from pathwatch.testbed.presets import DEFAULT_PRESET, PRESETS
 
 app = typer.Typer(
@@ -539,9 +539,27 @@ def study(
     out: Annotated[
         Path, typer.Option(help="Study directory (testbeds, runs, tables, figures, report.md).")
     ] = Path("pathwatch-study"),
+    design: Annotated[
+        str,
+        typer.Option(
+            help="variants: the grokking testbed and five variants of it; regimes: the grokking "
+            "and the stream testbed side by side (docs/validation.md). One of: "
+            + ", ".join(DESIGNS)
+            + "."
+        ),
+    ] = DESIGNS[0],
     seeds: Annotated[
-        int, typer.Option(help="Seeds of the reference configuration (variants run 1 or 2).", min=1)
+        int, typer.Option(help="Seeds per compared configuration (variants run 1 or 2).", min=1)
     ] = DEFAULT_SEEDS,
+    first_seed: Annotated[
+        int | None,
+        typer.Option(
+            help="First seed (default: 0 for variants; for regimes 2, after the search seeds "
+            + ", ".join(map(str, SEARCH_SEEDS))
+            + ").",
+            min=0,
+        ),
+    ] = None,
     jobs: Annotated[
         int, typer.Option(help="(configuration, seed) units run in parallel, 1 thread each.", min=1)
     ] = StudyConfig.jobs,
@@ -549,7 +567,8 @@ def study(
         bool,
         typer.Option(
             "--reduced/--full",
-            help="--reduced: the tiny testbed (seconds per seed; does not grok), for smoke tests.",
+            help="--reduced: the tiny testbeds (seconds per seed; they do not grok), for smoke "
+            "tests; seeds from 0.",
         ),
     ] = False,
     progress: Annotated[
@@ -560,13 +579,18 @@ def study(
 
     Resumable: finished (configuration, seed) units in OUT are reused.
     """
+    from pathwatch._validate import check_choice
     from pathwatch.study.run import run_study
 
-    config = (
-        StudyConfig.reduced(seeds=seeds, jobs=jobs)
-        if reduced
-        else StudyConfig.default(seeds=seeds, jobs=jobs)
-    )
+    check_choice("study", "design", design, DESIGNS)
+    if reduced and first_seed is not None:
+        raise InputError("--first-seed does not apply to --reduced (its seeds start at 0).")
+    if reduced:
+        config = StudyConfig.reduced(seeds=seeds, jobs=jobs, regimes=design == "regimes")
+    else:
+        build = StudyConfig.regimes if design == "regimes" else StudyConfig.default
+        first = {} if first_seed is None else {"first_seed": first_seed}
+        config = build(seeds=seeds, jobs=jobs, **first)
     result = run_study(out, config=config, progress=progress)
     typer.echo(result.headline)
     typer.echo(f"\nReport: {result.report}  ({result.seconds:.0f} s)")

@@ -220,3 +220,65 @@ def test_the_report_shows_the_trend_tests(synthetic):
     assert "## Trend tests" in report
     assert config.trend_criteria().describe() in report
     assert "| distance_tracked | routing | " in report
+
+
+def test_the_regimes_study_compares_two_testbeds_on_seeds_the_search_did_not_use():
+    from pathwatch.study.config import SEARCH_SEEDS
+
+    config = StudyConfig.regimes(seeds=5)
+    assert [a.name for a in config.arms] == ["grokking", "stream"]
+    assert all(a.seeds == (2, 3, 4, 5, 6) for a in config.arms)
+    assert not set(SEARCH_SEEDS) & set(config.arms[1].seeds)
+    assert "facts" in config.arms[0].config.domains
+    design = config.design()
+    assert design.compared == ("grokking", "stream")
+    assert design.arms[1].changes.startswith("StreamConfig: ")
+    assert StudyConfig.default(seeds=3, first_seed=4).arms[0].seeds == (4, 5, 6)
+
+
+def test_the_report_shows_each_compared_arm_and_the_regime_conditions(synthetic):
+    from pathwatch.report.study import study_markdown
+    from pathwatch.study import Arm
+
+    tables = dict(synthetic)
+    twin = tables["correlations"].with_columns(arm=pl.lit("twin"))
+    tables["correlations"] = pl.concat([tables["correlations"], twin])
+    tables["pooled"] = pl.concat(
+        [tables["pooled"], tables["pooled"].with_columns(arm=pl.lit("twin"))]
+    )
+    tables["regime"] = pl.DataFrame(
+        {
+            "arm": ["twin"] * 4,
+            "seed": [0, 0, 1, 1],
+            "condition": ["A1", "A7", "A1", "A7"],
+            "domain": [None] * 4,
+            "value": [1.0, 30.0, 3.0, 30.0],
+            "threshold": ["<= 2", "<= 600", "<= 2", "<= 600"],
+            "holds": [True, False, False, False],
+        }
+    )
+    arms = (_arm(), Arm("twin", TestbedConfig.tiny(), (0, 1)))
+    config = StudyConfig(arms=arms, compare_arms=2)
+    units = pl.DataFrame({"key": ["synthetic-s0"], "train_cpu_seconds": [1.0]})
+    report = study_markdown(tables, config.design(), units, [])
+    assert "## Correlation with held-out accuracy, arm `synthetic`" in report
+    assert "## Correlation with held-out accuracy, arm `twin`" in report
+    assert "Arm `twin`: A1–A6 hold on 1 of 2 seeds." in report  # A7 is not one of them
+    assert "| 0 | ✓ | ✗ |" in report and "| 1 | ✗ | ✗ |" in report
+    with pytest.raises(Exception, match="compare_arms"):
+        StudyConfig(arms=arms, compare_arms=3)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--design", "both"], "design"),
+        (["--reduced", "--first-seed", "3"], "--first-seed does not apply to --reduced"),
+    ],
+)
+def test_bad_study_options_get_one_line_before_any_work(tmp_path, args, message):
+    out = tmp_path / "study"
+    result = CliRunner().invoke(app, ["study", *args, "--out", str(out)])
+    assert result.exit_code != 0
+    assert message in str(result.exception) + result.output
+    assert not out.exists()

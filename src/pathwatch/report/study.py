@@ -54,6 +54,9 @@ class StudyDesign:
         The detector's parameters.
     trend_criteria : str, default ""
         The thresholds of the trend tests T1–T6, in one line.
+    compared : tuple of str, default ()
+        The arms the report shows side by side in full (per-seed correlations, per-run
+        detections); empty: the reference arm alone.
     """
 
     arms: tuple[ArmDesign, ...]
@@ -64,15 +67,26 @@ class StudyDesign:
     detector_min_drop: float
     detector_window: int
     trend_criteria: str = ""
+    compared: tuple[str, ...] = ()
 
     @property
     def reference(self) -> str:
         """The reference arm's name."""
         return self.arms[0].name
 
+    @property
+    def compared_arms(self) -> tuple[str, ...]:
+        """The arms shown in full: ``compared``, or the reference arm alone."""
+        return self.compared or (self.reference,)
+
     def headline(self, tables: Mapping[str, pl.DataFrame]) -> str:
-        """:func:`headline` of the reference arm."""
-        return headline(tables, self.reference, analysis=self.analysis)
+        """:func:`headline` of each compared arm (one arm: its table alone)."""
+        if len(self.compared_arms) == 1:
+            return headline(tables, self.reference, analysis=self.analysis)
+        return "\n\n".join(
+            f"Arm `{arm}`:\n\n{headline(tables, arm, analysis=self.analysis)}"
+            for arm in self.compared_arms
+        )
 
 
 def write_study_report(
@@ -158,7 +172,8 @@ def study_markdown(
     timings); ``figures`` are linked at the end."""
     sections = (
         _runs_section(tables, design, units),
-        _correlation_section(tables, design),
+        _regime_section(tables),
+        *[_correlation_section(tables, design, arm) for arm in design.compared_arms],
         trends_section(tables, design.reference, design.trend_criteria),
         _variants_section(tables, design),
         _leadlag_section(tables, design),
@@ -219,15 +234,16 @@ def _runs_section(
     return lines
 
 
-def _correlation_section(tables: Mapping[str, pl.DataFrame], design: StudyDesign) -> list[str]:
-    """Pooled correlations of the reference arm: over all runs that crossed, split by the
-    grokking verdict, per domain and per seed."""
-    ref = design.reference
+def _correlation_section(
+    tables: Mapping[str, pl.DataFrame], design: StudyDesign, ref: str
+) -> list[str]:
+    """Pooled correlations of arm ``ref``: over all runs that crossed, split by the grokking
+    verdict, per domain and per seed."""
     pooled = tables["pooled"]
     corr = tables["correlations"]
     lines = [
         "",
-        f"## Correlation with held-out accuracy, reference arm `{ref}`",
+        f"## Correlation with held-out accuracy, arm `{ref}`",
         "",
         "Window: from the start of accuracy's sustained rise (per seed and domain) on. Pooled over "
         "every (seed, domain) whose accuracy crossed the level: Fisher-z mean of Pearson r, 95% t "
@@ -400,8 +416,7 @@ def _leadlag_section(tables: Mapping[str, pl.DataFrame], design: StudyDesign) ->
 
 
 def _detector_section(tables: Mapping[str, pl.DataFrame], design: StudyDesign) -> list[str]:
-    """Detector hits, leads and false alarms per arm and signal, and per run of the reference arm."""
-    ref = design.reference
+    """Detector hits, leads and false alarms per arm and signal, and per run of the compared arms."""
     det = tables["detections"]
     lines = [
         "",
@@ -447,27 +462,54 @@ def _detector_section(tables: Mapping[str, pl.DataFrame], design: StudyDesign) -
             summary_rows,
         )
     )
-    lines += ["", "Per run (reference arm, signal distance_tracked):", ""]
-    lines.append(
-        _markdown(
-            ["seed", "domain", "memorization onset", "fired", "crossed", "lead"],
-            [
-                [
-                    r["seed"],
-                    r["domain"],
-                    r["memorization_onset"],
-                    r["fired"],
-                    r["crossed"],
-                    r["lead"],
-                ]
-                for r in det.filter(
-                    (pl.col("arm") == ref) & (pl.col("signal") == "distance_tracked")
-                )
+    for arm in design.compared_arms:
+        lines += ["", f"Per run (arm `{arm}`, signal distance_tracked):", ""]
+        lines.append(
+            _markdown(
+                ["seed", "domain", "memorization onset", "fired", "crossed", "lead"],
+                det.filter((pl.col("arm") == arm) & (pl.col("signal") == "distance_tracked"))
                 .sort("seed", "domain")
-                .iter_rows(named=True)
-            ],
+                .select("seed", "domain", "memorization_onset", "fired", "crossed", "lead")
+                .rows(),
+            )
         )
-    )
+    return lines
+
+
+def _regime_section(tables: Mapping[str, pl.DataFrame]) -> list[str]:
+    """Whether each run was in the paper's regime: conditions A1–A7 per arm and seed."""
+    regime = tables.get("regime")
+    if regime is None or regime.is_empty():
+        return []
+    conditions = sorted(regime["condition"].unique().to_list())
+    lines = [
+        "",
+        "## Regime conditions (is the run in the paper's regime?)",
+        "",
+        "A1 no probe trained on more than twice; A2 every domain's ε on the 0.1 grid; A3 ≥ 2 skill "
+        "domains with a fixed group of ≥ 40 probes memorized ≥ 3 checkpoints before held-out "
+        "accuracy's rise; A4 that group's loss within δ of its final value from the rise on, and "
+        "the domain's training-loss range ≤ 20% of its drop; A5 held-out accuracy rises by ≥ 0.3 "
+        "on ≥ 2 domains, rise starts ≥ 3 checkpoints apart; A6 the facts control at chance "
+        "(≤ chance + 0.03); A7 the run's wall time. ✓ holds, ✗ fails (the measured values are "
+        "in `tables/regime.parquet`).",
+    ]
+    for (arm,), part in regime.group_by(["arm"], maintain_order=True):
+        held = part.group_by(["seed", "condition"], maintain_order=True).agg(pl.col("holds").all())
+        rows, in_regime = [], 0
+        for (seed,), per_seed in held.group_by(["seed"], maintain_order=True):
+            marks = dict(per_seed.select("condition", "holds").rows())
+            core = [marks[c] for c in conditions if c != "A7" and c in marks]
+            in_regime += all(core)
+            rows.append(
+                [seed, *[{True: "✓", False: "✗"}.get(marks.get(c), "–") for c in conditions]]
+            )
+        lines += [
+            "",
+            f"Arm `{arm}`: A1–A6 hold on {in_regime} of {len(rows)} seeds.",
+            "",
+            _markdown(["seed", *conditions], sorted(rows)),
+        ]
     return lines
 
 

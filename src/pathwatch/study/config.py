@@ -21,6 +21,10 @@ DETECTOR_SIGNALS = ("distance_tracked", "distance_memorized", "distance", "train
 DEFAULT_ANALYSIS = "t0.7-char"
 #: Seeds of the reference arm in the default study (``pathwatch study --seeds``).
 DEFAULT_SEEDS = 5
+#: Seeds any configuration search of a study testbed used; a study reports other seeds as unseen.
+SEARCH_SEEDS = (0, 1)
+#: What ``pathwatch study --design`` runs: the grokking testbed's variants, or the two regimes.
+DESIGNS = ("variants", "regimes")
 #: Bootstrap replicates of the per-run analysis (its CIs are not used: the study bootstraps its own).
 _RUN_N_BOOT = 10
 
@@ -130,6 +134,14 @@ def study_testbed() -> Any:
     )
 
 
+def stream_testbed() -> Any:
+    """The stream testbed of the study (:class:`pathwatch.testbed.stream.StreamConfig`'s
+    defaults, chosen on :data:`SEARCH_SEEDS`; docs/testbed.md, *Stream testbed*)."""
+    from pathwatch.testbed.stream import StreamConfig
+
+    return StreamConfig()
+
+
 @dataclass(frozen=True)
 class StudyConfig:
     """What the study runs and how it evaluates.
@@ -161,6 +173,9 @@ class StudyConfig:
     trends : TrendCriteria or None, default None
         Thresholds of the trend tests T1–T6 (:mod:`pathwatch.evaluation.trends`), fixed before
         any run; None takes the defaults with this study's ``level`` and detector parameters.
+    compare_arms : int, default 1
+        How many leading arms the report compares side by side (correlations per seed and
+        domain, trend tests): 1 for a reference arm and its variants, 2 for two regimes.
     """
 
     arms: tuple[Arm, ...]
@@ -176,6 +191,7 @@ class StudyConfig:
     n_boot: int = 1000
     jobs: int = 2
     trends: TrendCriteria | None = None
+    compare_arms: int = 1
 
     def __post_init__(self) -> None:
         func = "StudyConfig"
@@ -205,6 +221,7 @@ class StudyConfig:
         check_float(func, "level", self.level, low=0, high=1, low_open=True, high_open=True)
         check_int(func, "n_boot", self.n_boot, low=1)
         check_int(func, "jobs", self.jobs, low=1)
+        check_int(func, "compare_arms", self.compare_arms, low=1, high=len(self.arms))
         if self.trends is not None:
             from pathwatch.evaluation.trends import TrendCriteria  # polars: only when given
 
@@ -247,16 +264,21 @@ class StudyConfig:
         return tuple(variants)
 
     def design(self) -> StudyDesign:
-        """How this study runs, as its report states it: arms (with each arm's configuration
-        changes to the reference arm's), accuracy level, lead/lag and detector settings."""
+        """How this study runs, as its report states it: arms (each with its configuration's
+        changes to the reference arm's, or to its own testbed's defaults where it trains another
+        testbed), the compared arms, accuracy level, lead/lag and detector settings."""
         from pathwatch.report.study import ArmDesign, StudyDesign
 
-        reference = dataclasses.asdict(self.arms[0].config)
+        reference = self.arms[0].config
 
         def changes(arm: Arm) -> str:
-            config = dataclasses.asdict(arm.config)
-            changed = [f"{k}={v}" for k, v in config.items() if v != reference.get(k)]
-            return ", ".join(changed) or "(reference)"
+            testbed = type(arm.config)
+            base = reference if testbed is type(reference) else testbed()
+            ours, theirs = dataclasses.asdict(arm.config), dataclasses.asdict(base)
+            changed = ", ".join(f"{k}={v}" for k, v in ours.items() if v != theirs.get(k))
+            if base is reference:
+                return changed or "(reference)"
+            return f"{testbed.__name__}: {changed or 'its defaults'}"
 
         return StudyDesign(
             arms=tuple(ArmDesign(a.name, a.seeds, changes(a)) for a in self.arms),
@@ -267,11 +289,15 @@ class StudyConfig:
             detector_min_drop=self.detector_min_drop,
             detector_window=self.detector_window,
             trend_criteria=self.trend_criteria().describe(),
+            compared=tuple(a.name for a in self.arms[: self.compare_arms]),
         )
 
     @classmethod
-    def default(cls, *, seeds: int = DEFAULT_SEEDS, base: Any = None, jobs: int = 2) -> StudyConfig:
-        """The study of docs/validation.md: ``seeds`` seeds of ``base`` and a few of five variants.
+    def default(
+        cls, *, seeds: int = DEFAULT_SEEDS, first_seed: int = 0, base: Any = None, jobs: int = 2
+    ) -> StudyConfig:
+        """The variants study: ``seeds`` seeds of ``base`` from ``first_seed`` on, and a few
+        seeds of five variants.
 
         Variants, 2 seeds each: the random-``facts`` control domain added (a domain that can never
         generalize, for the detector's false alarms), the OLMoE load-balancing loss on (coefficient
@@ -279,11 +305,12 @@ class StudyConfig:
         ``base`` defaults to :func:`study_testbed`.
         """
         base = base or study_testbed()
-        few, one = tuple(range(min(2, seeds))), (0,)
+        every = _seed_range("default", seeds, first_seed)
+        few, one = every[:2], every[:1]
         return cls(
             arms=(
-                Arm("default", base, tuple(range(seeds))),
-                Arm("facts", dataclasses.replace(base, domains=(*base.domains, "facts")), few),
+                Arm("default", base, every),
+                Arm("facts", _with_facts(base), few),
                 Arm("aux0.01", dataclasses.replace(base, router_aux_loss_coef=0.01), few),
                 Arm(
                     f"experts{2 * base.num_experts}",
@@ -301,17 +328,56 @@ class StudyConfig:
         )
 
     @classmethod
-    def reduced(cls, *, seeds: int = 2, jobs: int = 1) -> StudyConfig:
-        """A study of ``TestbedConfig.tiny()`` for tests: 2 thresholds, both units, seconds per seed."""
+    def regimes(
+        cls, *, seeds: int = DEFAULT_SEEDS, first_seed: int = 2, jobs: int = 2
+    ) -> StudyConfig:
+        """The two-regimes study of docs/validation.md: the grokking testbed (with the ``facts``
+        control) and the stream testbed, ``seeds`` seeds each from ``first_seed`` on — by default
+        seeds 2–6, none of :data:`SEARCH_SEEDS` — compared side by side, every metric and
+        baseline through the same statistics."""
+        every = _seed_range("regimes", seeds, first_seed)
+        return cls(
+            arms=(
+                Arm("grokking", _with_facts(study_testbed()), every),
+                Arm("stream", stream_testbed(), every),
+            ),
+            variant_seeds=0,
+            jobs=jobs,
+            compare_arms=2,
+        )
+
+    @classmethod
+    def reduced(cls, *, seeds: int = 2, jobs: int = 1, regimes: bool = False) -> StudyConfig:
+        """A study of ``TestbedConfig.tiny()`` for tests: 2 thresholds, both units, seconds per
+        seed; ``regimes`` adds the tiny stream testbed as a second compared arm."""
         from pathwatch.testbed import TestbedConfig
 
+        every = _seed_range("reduced", seeds, 0)
+        arms = [Arm("tiny", TestbedConfig.tiny(), every)]
+        if regimes:
+            from pathwatch.testbed.stream import StreamConfig
+
+            arms.append(Arm("stream-tiny", StreamConfig.tiny(), every))
         return cls(
-            arms=(Arm("tiny", TestbedConfig.tiny(), tuple(range(seeds))),),
+            arms=tuple(arms),
             thresholds=(0.5, 0.7),
             max_lag=2,
             n_boot=200,
             jobs=jobs,
+            compare_arms=len(arms),
         )
+
+
+def _seed_range(func: str, seeds: int, first_seed: int) -> tuple[int, ...]:
+    """Seeds ``first_seed … first_seed + seeds - 1``, both checked."""
+    check_int(func, "seeds", seeds, low=1)
+    check_int(func, "first_seed", first_seed, low=0)
+    return tuple(range(first_seed, first_seed + seeds))
+
+
+def _with_facts(config: Any) -> Any:
+    """``config`` with the memorize-only ``facts`` control domain added."""
+    return dataclasses.replace(config, domains=(*config.domains, "facts"))
 
 
 def _tuple_of(config: object, name: str, check: Any) -> None:
