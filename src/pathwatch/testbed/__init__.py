@@ -19,6 +19,8 @@ _LAZY: dict[str, str] = {
     "TestbedConfig": "pathwatch.testbed.train",
     "train_testbed": "pathwatch.testbed.train",
     "TestbedRun": "pathwatch.testbed.run",
+    "StreamConfig": "pathwatch.testbed.stream",
+    "train_stream_testbed": "pathwatch.testbed.stream",
     "PRESETS": "pathwatch.testbed.presets",
     "preset_config": "pathwatch.testbed.presets",
 }

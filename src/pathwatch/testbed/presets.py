@@ -50,6 +50,10 @@ class Preset:
 
 
 _ARITHMETIC = ("pathwatch.testbed.train:TestbedConfig", "pathwatch.testbed.train:train_testbed")
+_STREAM = (
+    "pathwatch.testbed.stream:StreamConfig",
+    "pathwatch.testbed.stream:train_stream_testbed",
+)
 
 #: Preset name -> testbed; the first is the default of ``pathwatch demo``.
 PRESETS: dict[str, Preset] = {
@@ -59,6 +63,16 @@ PRESETS: dict[str, Preset] = {
         "tests",
         f"{_ARITHMETIC[0]}.tiny",
         _ARITHMETIC[1],
+    ),
+    "stream": Preset(
+        "one pass over unique documents mixing equations with filler text, as pretraining is "
+        "(minutes; see docs/testbed.md, 'Stream testbed')",
+        *_STREAM,
+    ),
+    "stream-tiny": Preset(
+        "a reduced stream testbed (seconds; too small to generalize), for smoke tests",
+        f"{_STREAM[0]}.tiny",
+        _STREAM[1],
     ),
     "smollm2": Preset(
         "real weights on real text — SmolLM2-135M upcycled to a 4-layer MoE and trained on "

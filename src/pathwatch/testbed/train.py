@@ -225,31 +225,58 @@ class TestbedConfig:
         )
 
     def model_config(self, vocab_size: int) -> PretrainedConfig:
-        """The model's config: an ``OlmoeConfig`` (top-k weights unnormalized, untied embeddings) or,
-        when ``dense``, a ``LlamaConfig`` with an MLP of ``top_k × intermediate_size`` units."""
-        shared = {
-            "vocab_size": vocab_size,
-            "hidden_size": self.hidden_size,
-            "num_hidden_layers": self.num_layers,
-            "num_attention_heads": self.num_heads,
-            "num_key_value_heads": self.num_heads,
-            "tie_word_embeddings": False,
-            "max_position_embeddings": 16,
-            "pad_token_id": 0,
-            "bos_token_id": None,
-            "eos_token_id": None,
-        }
-        if self.dense:
-            return LlamaConfig(intermediate_size=self.top_k * self.intermediate_size, **shared)
-        return OlmoeConfig(
-            intermediate_size=self.intermediate_size,
-            num_experts=self.num_experts,
-            num_experts_per_tok=self.top_k,
-            norm_topk_prob=False,
-            router_aux_loss_coef=self.router_aux_loss_coef,
-            output_router_logits=False,
-            **shared,
-        )
+        """The model's config (:func:`moe_config`, 16 positions)."""
+        return moe_config(self, vocab_size, 16)
+
+
+def moe_config(config: Any, vocab_size: int, max_positions: int) -> PretrainedConfig:
+    """The model of a testbed ``config`` (its hidden_size, num_layers, num_heads, num_experts,
+    top_k, intermediate_size, router_aux_loss_coef and optional ``dense``): an ``OlmoeConfig``
+    (top-k weights unnormalized, untied embeddings) or, when ``dense``, a ``LlamaConfig`` with an
+    MLP of ``top_k × intermediate_size`` units."""
+    shared = {
+        "vocab_size": vocab_size,
+        "hidden_size": config.hidden_size,
+        "num_hidden_layers": config.num_layers,
+        "num_attention_heads": config.num_heads,
+        "num_key_value_heads": config.num_heads,
+        "tie_word_embeddings": False,
+        "max_position_embeddings": max_positions,
+        "pad_token_id": 0,
+        "bos_token_id": None,
+        "eos_token_id": None,
+    }
+    if getattr(config, "dense", False):
+        return LlamaConfig(intermediate_size=config.top_k * config.intermediate_size, **shared)
+    return OlmoeConfig(
+        intermediate_size=config.intermediate_size,
+        num_experts=config.num_experts,
+        num_experts_per_tok=config.top_k,
+        norm_topk_prob=False,
+        router_aux_loss_coef=config.router_aux_loss_coef,
+        output_router_logits=False,
+        **shared,
+    )
+
+
+def adamw(model: PreTrainedModel, config: Any) -> tuple[torch.optim.Optimizer, Any]:
+    """AdamW over ``model`` as a testbed ``config`` sets it (lr; weight_decay on matrices only;
+    beta1, beta2) and its schedule: linear warm-up over ``warmup_steps``, then constant."""
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or "norm" in n]
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "norm" not in n]
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": config.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=config.lr,
+        betas=(config.beta1, config.beta2),
+    )
+    warmup = config.warmup_steps
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0
+    )
+    return optimizer, scheduler
 
 
 class _Data:
@@ -445,19 +472,7 @@ def _train(
             if int(path.name.split("-")[1]) > start:
                 shutil.rmtree(path)
     model.train()
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or "norm" in n]
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "norm" not in n]
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": config.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=config.lr,
-        betas=(config.beta1, config.beta2),
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / config.warmup_steps) if config.warmup_steps else 1.0
-    )
+    optimizer, scheduler = adamw(model, config)
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
