@@ -526,6 +526,10 @@ def demo(
         "p-values: `pathwatch analyze` and the report):"
     )
     typer.echo(format_correlation_overview(tables["correlations"]))
+    if result.regime is not None:
+        typer.echo("\nRegime conditions (docs/testbed.md, 'Stream testbed'):")
+        for line in result.regime.lines():
+            typer.echo(f"  {line}")
     timings = ", ".join(f"{stage} {sec:.0f} s" for stage, sec in result.seconds.items())
     typer.echo(
         f"\nReport: {result.report}  ({timings}; total {sum(result.seconds.values()):.0f} s)"

@@ -21,6 +21,8 @@ class DemoResult:
     """What :func:`run_demo` produced: the testbed, the analysis and the report, with timings.
 
     ``seconds`` and ``cpu_seconds`` hold each stage's wall and CPU time (this process), by stage.
+    ``regime`` holds the regime conditions A1–A7 (:mod:`pathwatch.evaluation.regime`, A7 the
+    demo's own wall time) of a testbed that records them (the stream testbed), else None.
     """
 
     out: Path
@@ -29,6 +31,7 @@ class DemoResult:
     report: Path
     seconds: dict[str, float]
     cpu_seconds: dict[str, float] = field(default_factory=dict)
+    regime: Any = None  # pathwatch.evaluation.regime.RegimeReport
 
 
 def run_demo(
@@ -75,6 +78,7 @@ def run_demo(
 
     from pathwatch.analysis import analyze_run
     from pathwatch.capture.run import capture_run
+    from pathwatch.evaluation.regime import records_regime, regime_conditions
     from pathwatch.report import build_report
 
     seconds: dict[str, float] = {}
@@ -101,4 +105,7 @@ def run_demo(
     lap("analyze")
     report = build_report(out / "run")
     lap("report")
-    return DemoResult(out, testbed, analysis, report, seconds, cpu_seconds)
+    regime = None
+    if records_regime(testbed) and "accuracy" in analysis.tables:
+        regime = regime_conditions(testbed, analysis.tables, seconds=sum(seconds.values()))
+    return DemoResult(out, testbed, analysis, report, seconds, cpu_seconds, regime)

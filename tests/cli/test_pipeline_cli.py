@@ -101,6 +101,21 @@ def test_demo_tiny_runs_end_to_end(tmp_path):
         assert (out / "run" / "tables" / f"{table}.parquet").is_file()
 
 
+def test_demo_stream_tiny_prints_the_regime_conditions(tmp_path):
+    out = tmp_path / "demo"
+    result = pathwatch("demo", "--out", str(out), "--preset", "stream-tiny", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    start = lines.index("Regime conditions (docs/testbed.md, 'Stream testbed'):")
+    regime = [ln.strip() for ln in lines[start + 1 :] if ln.startswith("  ")]
+    for condition in ["A1", "A2", "A3", "A4", "A5", "A6", "A7"]:
+        assert any(ln.startswith(condition) for ln in regime), regime
+    # too small to generalize: it says so, and names what fails
+    assert any(ln.startswith("A5") and "FAILS" in ln for ln in regime)
+    assert regime[-1].startswith("not in the regime; failing:") and "A5" in regime[-1]
+    assert (out / "run" / "report.html").is_file()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
