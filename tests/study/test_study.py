@@ -253,8 +253,9 @@ def test_the_report_shows_each_compared_arm_and_the_regime_conditions(synthetic)
             "condition": ["A1", "A7", "A1", "A7"],
             "domain": [None] * 4,
             "value": [1.0, 30.0, 3.0, 30.0],
-            "threshold": ["<= 2", "<= 600", "<= 2", "<= 600"],
+            "threshold": [2.0, 600.0, 2.0, 600.0],
             "holds": [True, False, False, False],
+            "note": [""] * 4,
         }
     )
     arms = (_arm(), Arm("twin", TestbedConfig.tiny(), (0, 1)))
@@ -282,3 +283,22 @@ def test_bad_study_options_get_one_line_before_any_work(tmp_path, args, message)
     assert result.exit_code != 0
     assert message in str(result.exception) + result.output
     assert not out.exists()
+
+
+def test_the_reduced_regimes_study_measures_the_regime_of_every_unit(tmp_path):
+    out = tmp_path / "study"
+    args = ["study", "--reduced", "--design", "regimes", "--seeds", "1", "--jobs", "1"]
+    result = CliRunner().invoke(app, [*args, "--out", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "Arm `tiny`:" in result.output and "Arm `stream-tiny`:" in result.output
+    regime = pl.read_parquet(out / "tables" / "regime.parquet")
+    assert set(regime["arm"]) == {"tiny", "stream-tiny"}
+    assert {"A1", "A2", "A5", "A7"} <= set(regime["condition"])
+    stream_a1 = regime.filter((pl.col("arm") == "stream-tiny") & (pl.col("condition") == "A1"))
+    assert stream_a1["holds"].to_list() == [True]  # one pass: no probe trained twice
+    tiny_a1 = regime.filter((pl.col("arm") == "tiny") & (pl.col("condition") == "A1"))
+    assert tiny_a1["holds"].to_list() == [False]  # the grokking testbed records no such count
+    report = (out / "report.md").read_text()
+    assert "## Regime conditions" in report and "Arm `stream-tiny`: A1–A6 hold on" in report
+    assert "## Correlation with held-out accuracy, arm `stream-tiny`" in report
+    assert (out / "regime" / "stream-tiny-s0.parquet").is_file()

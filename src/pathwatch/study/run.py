@@ -22,10 +22,12 @@ from pathwatch._validate import check_bool, check_instance, check_path
 from pathwatch.errors import StoreError
 from pathwatch.evaluation.correlate import SIGNALS as METRICS
 from pathwatch.report.study import write_study_report
-from pathwatch.store import read_table, write_table
+from pathwatch.store import RunStore, read_table, write_table
 from pathwatch.study.config import Arm, StudyConfig, Variant
 from pathwatch.study.tables import study_tables
 
+#: columns of the study's ``regime`` table after ``arm`` and ``seed``
+REGIME_COLUMNS = ("condition", "domain", "value", "threshold", "holds", "note")
 UNITS_SCHEMA = {
     "key": pl.String,
     "train_seconds": pl.Float64,
@@ -71,13 +73,36 @@ def _series_path(out: Path, key: str) -> Path:
     return out / "series" / f"{key}.parquet"
 
 
-def _finished(out: Path, key: str) -> bool:
-    """Whether the unit's series table exists and reads back whole."""
+def _regime_path(out: Path, key: str) -> Path:
+    return out / "regime" / f"{key}.parquet"
+
+
+def _finished(path: Path) -> bool:
+    """Whether the table at ``path`` exists and reads back whole."""
     try:
-        read_table(_series_path(out, key))
+        read_table(path)
     except StoreError:
         return False
     return True
+
+
+def _unit_regime(out: Path, arm: Arm, seed: int, seconds: float | None) -> pl.DataFrame:
+    """The regime conditions A1–A7 of a finished (arm, seed) unit (A7 from its wall ``seconds``),
+    from its testbed and its reference analysis's tables; written to ``out/regime/``."""
+    from pathwatch.evaluation.regime import regime_conditions
+    from pathwatch.testbed.presets import train
+
+    key = _key(arm, seed)
+    testbed = train(out / "testbeds" / key, config=arm.config, seed=seed, progress=False)
+    store = RunStore(out / "runs" / key)
+    tables = {
+        name: read_table(store.table_path(name)) for name in ("epsilon", "onsets", "group_metrics")
+    }
+    table = regime_conditions(testbed, tables, seconds=seconds).table.select(
+        pl.lit(arm.name).alias("arm"), pl.lit(seed, pl.Int64).alias("seed"), *REGIME_COLUMNS
+    )
+    write_table(table, _regime_path(out, key))
+    return table
 
 
 def _unit_series(out: Path, arm: Arm, seed: int, variants: tuple[Variant, ...]) -> dict:
@@ -203,6 +228,7 @@ def run_study(
     ----------
     out : path
         Study directory: ``testbeds/<arm>-s<seed>``, ``runs/<arm>-s<seed>``, ``series/``,
+        ``regime/`` (each unit's regime conditions A1–A7),
         ``tables/*.parquet``, ``figures/validation-*.png``, ``report.md``. Finished (arm, seed)
         units found there are reused.
     config : StudyConfig, optional
@@ -230,7 +256,7 @@ def run_study(
         (arm, seed)
         for arm in config.arms
         for seed in arm.seeds
-        if not _finished(out, _key(arm, seed))
+        if not _finished(_series_path(out, _key(arm, seed)))
     ]
     records = _run_units(out, config, todo, progress)
     units = pl.DataFrame(records, schema=UNITS_SCHEMA)
@@ -238,9 +264,18 @@ def run_study(
     if units_path.is_file():
         done = read_table(units_path)
         units = pl.concat([done.filter(~pl.col("key").is_in(units["key"].to_list())), units])
+    wall = dict(units.select("key", "seconds").rows())
+    regime = [
+        read_table(_regime_path(out, _key(arm, seed)))
+        if _finished(_regime_path(out, _key(arm, seed)))
+        else _unit_regime(out, arm, seed, wall.get(_key(arm, seed)))
+        for arm in config.arms
+        for seed in arm.seeds
+    ]
     series = pl.concat([read_table(_series_path(out, k)) for k in keys], how="diagonal_relaxed")
     tables = study_tables(series, config)
     tables["units"] = units
+    tables["regime"] = pl.concat(regime)
     for name, table in tables.items():
         write_table(table, out / "tables" / f"{name}.parquet")
     design = config.design()
