@@ -68,7 +68,12 @@ class RegimeReport:
         return core.height > 0 and bool(core["holds"].all())
 
     def failed(self) -> list[str]:
-        """The conditions with a row that does not hold, in order."""
+        """The conditions with a row that does not hold, in order.
+
+        >>> rows = [("A1", None, 1.0, 2.0, True, ""), ("A5", "add", 0.1, 0.3, False, "")]
+        >>> RegimeReport(pl.DataFrame(rows, schema=REGIME_SCHEMA, orient="row")).failed()
+        ['A5']
+        """
         bad = self.table.filter(~pl.col("holds"))["condition"].to_list()
         return list(dict.fromkeys(bad))
 
