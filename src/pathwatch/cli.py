@@ -51,12 +51,14 @@ def _parse_steps(text: str | None) -> list[int] | None:
 @app.command()
 def capture(
     checkpoint: Annotated[
-        list[Path],
+        list[str],
         typer.Option(
             "--checkpoint",
-            help="Checkpoint directory written by save_pretrained; repeat once per checkpoint. "
-            "Its step is the one its name states (step-1000, step1000-tokens4B, checkpoint-1000) "
-            "unless --steps is given; other numbers in a name (dates, hashes) are never read as steps.",
+            help="Checkpoint directory written by save_pretrained, or a hub checkpoint "
+            "REPO@REVISION (e.g. allenai/OLMoE-1B-7B-0924@step5000-tokens20B), or with "
+            "--revisions a hub REPO; repeat once per checkpoint. Its step is the one its name or "
+            "revision states (step-1000, step5000-tokens20B, checkpoint-1000) unless --steps is "
+            "given; other numbers in a name (dates, hashes) are never read as steps.",
             show_default=False,
         ),
     ],
@@ -136,6 +138,48 @@ def capture(
             show_default=False,
         ),
     ] = CaptureConfig.ray_address,
+    revisions: Annotated[
+        str | None,
+        typer.Option(
+            "--revisions",
+            help="Glob over the revisions of each hub REPO given as a checkpoint, e.g. 'step*': "
+            "every match is a checkpoint (offline with HF_HUB_OFFLINE=1: the revisions in the "
+            "hub cache).",
+            show_default=False,
+        ),
+    ] = None,
+    dtype: Annotated[
+        str,
+        typer.Option(
+            "--dtype",
+            help="auto|bfloat16|float16|float32: dtype the checkpoints are loaded in; auto: the "
+            "checkpoint's own on a GPU, float32 on CPU. Routing and loss are reduced in float32.",
+        ),
+    ] = CaptureConfig.dtype,
+    device: Annotated[
+        str | None,
+        typer.Option(
+            "--device",
+            help="cpu, cuda or cuda:N; default: cuda when available, else cpu.",
+            show_default=False,
+        ),
+    ] = CaptureConfig.device,
+    device_map: Annotated[
+        str | None,
+        typer.Option(
+            "--device-map",
+            help="'auto': spread each checkpoint over all GPUs, for a model larger than one "
+            '(pip install "pathwatch[gpu]").',
+            show_default=False,
+        ),
+    ] = CaptureConfig.device_map,
+    trust_remote_code: Annotated[
+        bool,
+        typer.Option(
+            "--trust-remote-code",
+            help="Let transformers run a checkpoint's own modelling code (off unless given).",
+        ),
+    ] = CaptureConfig.trust_remote_code,
 ) -> None:
     """Capture routing weights and losses of every checkpoint into a resumable run directory."""
     from pathwatch.capture.run import capture_run
@@ -148,9 +192,19 @@ def capture(
         virtual_experts=virtual_experts,
         backend=backend,
         ray_address=ray_address,
+        dtype=dtype,
+        device=device,
+        device_map=device_map,
+        trust_remote_code=trust_remote_code,
     )
     store = capture_run(
-        checkpoint, samples, out, config=config, steps=_parse_steps(steps), progress=progress
+        checkpoint,
+        samples,
+        out,
+        config=config,
+        steps=_parse_steps(steps),
+        revisions=revisions,
+        progress=progress,
     )
     if not is_main_process():  # one summary per launch
         return
@@ -160,7 +214,7 @@ def capture(
         f"Captured {len(manifest.checkpoints)} checkpoint(s) (steps {manifest.steps[0]}.."
         f"{manifest.steps[-1]}) x {manifest.samples.count} samples of a {manifest.model.family} "
         f"model ({len(manifest.model.moe_layers)} MoE layers, {manifest.model.n_experts} experts"
-        f"{' (virtual)' if virtual_experts else ''}) "
+        f"{' (virtual)' if virtual_experts else ''}) in {manifest.settings.dtype} "
         f"into {store.path}; {truncated} sample(s) truncated to --max-length {max_length}."
     )
 
