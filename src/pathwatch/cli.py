@@ -418,10 +418,12 @@ def analyze(
 @app.command()
 def evaluate(
     checkpoints: Annotated[
-        list[Path],
+        list[str],
         typer.Argument(
-            help="Checkpoint directories written by save_pretrained; each one's step is the one "
-            "its name states (step-1000, checkpoint-1000) unless --steps is given.",
+            help="Checkpoint directories written by save_pretrained, hub checkpoints "
+            "REPO@REVISION, or with --revisions hub REPOs (as for `pathwatch capture`); each "
+            "one's step is the one its name or revision states (step-1000, step5000-tokens20B) "
+            "unless --steps is given.",
             show_default=False,
         ),
     ],
@@ -463,6 +465,29 @@ def evaluate(
     device: Annotated[
         str, typer.Option(help="Torch device lm-eval runs on (cpu, cuda, cuda:0).")
     ] = "cpu",
+    revisions: Annotated[
+        str | None,
+        typer.Option(
+            "--revisions",
+            help="Glob over the revisions of each hub REPO given, e.g. 'step*'.",
+            show_default=False,
+        ),
+    ] = None,
+    dtype: Annotated[
+        str,
+        typer.Option(
+            "--dtype",
+            help="auto|bfloat16|float16|float32: dtype lm-eval loads each checkpoint in; auto: "
+            "the checkpoint's own on a GPU, float32 on CPU.",
+        ),
+    ] = CaptureConfig.dtype,
+    trust_remote_code: Annotated[
+        bool,
+        typer.Option(
+            "--trust-remote-code",
+            help="Let transformers run a checkpoint's own modelling code (off unless given).",
+        ),
+    ] = CaptureConfig.trust_remote_code,
     limit: Annotated[
         int | None,
         typer.Option(help="Items per task (lm-eval --limit; for trials).", show_default=False),
@@ -481,9 +506,12 @@ def evaluate(
         names,
         out,
         steps=_parse_steps(steps),
+        revisions=revisions,
         include_path=include_path,
         batch_size=batch_size,
         device=device,
+        dtype=dtype,
+        trust_remote_code=trust_remote_code,
         limit=limit,
         progress=progress,
     )
