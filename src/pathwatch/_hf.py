@@ -8,6 +8,7 @@ import importlib.util
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from pathwatch.errors import InputError, MissingExtraError
@@ -66,6 +67,15 @@ def _runs(dtype: str, device: str) -> bool:
     except (RuntimeError, TypeError):
         return False
     return True
+
+
+def config_dtype(checkpoint: Path) -> object:
+    """The dtype a checkpoint's config.json states (``dtype``, formerly ``torch_dtype``), or None."""
+    from pathwatch._files import read_json
+
+    config = read_json(checkpoint / "config.json", "checkpoint config")
+    text = config.get("text_config", config) if isinstance(config, dict) else {}
+    return text.get("dtype", text.get("torch_dtype")) if isinstance(text, dict) else None
 
 
 def resolve_dtype(func: str, dtype: str, own: object, device: str) -> str:

@@ -27,7 +27,7 @@ from pathwatch._validate import check_bool, check_path, check_text, is_int
 from pathwatch.errors import InputError, MissingExtraError, invalid_parameter
 from pathwatch.steps import STEP_NAME_EXAMPLES, checkpoint_step, step_from_name
 
-__all__ = ["Checkpoint", "resolve_checkpoints"]
+__all__ = ["Checkpoint", "checkpoint_directory", "resolve_checkpoints"]
 
 _REPO = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
@@ -151,6 +151,29 @@ def _local_checkpoint(func: str, raw: object, step: int | None, strict: bool) ->
             "analyze would refuse the mismatch. Give its own step."
         )
     return Checkpoint(path.resolve(), checkpoint_step(path) if step is None else int(step))
+
+
+def checkpoint_directory(
+    checkpoint: str | os.PathLike, *, local_files_only: bool = False, func: str = "capture"
+) -> Path:
+    """The local directory of one checkpoint (a directory, or ``REPO@REVISION`` from the hub
+    cache or the hub), whatever its name states; one-line InputError if there is none.
+
+    >>> import tempfile
+    >>> checkpoint_directory(tempfile.mkdtemp()).is_dir()
+    True
+    """
+    check_bool(func, "local_files_only", local_files_only)
+    [(where, revision)] = _expand(func, [checkpoint], None, True)
+    if revision is not None:
+        return _snapshot(where, revision, _offline(local_files_only))[0]
+    path = check_path(func, "model", where)
+    if not path.is_dir():
+        raise InputError(
+            f"Checkpoint directory {path} does not exist or is not a directory; pass a directory "
+            "written by save_pretrained or a hub checkpoint REPO@REVISION."
+        )
+    return path
 
 
 def _expand(

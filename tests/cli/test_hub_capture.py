@@ -197,3 +197,24 @@ def test_trust_remote_code_stays_off_unless_given(checkpoints: Checkpoints, tmp_
     with pytest.raises(InputError, match=r"cannot read its config.json.*trust_remote_code") as info:
         capture_run([custom], checkpoints.samples, tmp_path / "run", progress=False)
     assert "\n" not in str(info.value)
+
+
+def test_pw_capture_and_the_monitor_load_a_hub_checkpoint_in_the_dtype_asked(
+    offline_hub, checkpoints: Checkpoints
+):
+    import pathwatch as pw
+    from pathwatch.capture import load_model
+
+    repo = offline_hub[1]
+    texts = [row["text"] for row in map(json.loads, checkpoints.samples.read_text().splitlines())]
+    model, tokenizer = load_model(checkpoints.series[0], dtype="float32", device="cpu")
+    reference = pw.capture(model, texts, tokenizer)
+    got = pw.capture(f"{repo}@step100-tokens1B", texts, dtype="bfloat16", device="cpu")
+    assert got.mean_weights.dtype == np.float32
+    assert 0 < np.abs(got.mean_weights - reference.mean_weights).max() < BF16_ROUTING_ATOL
+    assert np.abs(got.loss - reference.loss).max() < BF16_LOSS_RTOL * reference.loss.max()
+    monitor = pw.PathwayMonitor(texts, dtype="bfloat16", device="cpu")
+    record = monitor.on_checkpoint(f"{repo}@step100-tokens1B", step=100)
+    assert record["loss/all"] == pytest.approx(float(got.loss.mean()), rel=1e-6)
+    with pytest.raises(InputError, match=r"'dtype' parameter of capture .*model in memory"):
+        pw.capture(model, texts, tokenizer, dtype="bfloat16")

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from pathwatch._files import read_json
-from pathwatch._hf import check_device, resolve_dtype
+from pathwatch._hf import check_device, config_dtype, resolve_dtype
 from pathwatch._validate import check_bool, check_int, check_path, check_text
 from pathwatch.checkpoints import resolve_checkpoints
 from pathwatch.config import check_load_options
@@ -77,13 +77,6 @@ def resolve_checkpoint(arg: str | os.PathLike, step: int | None = None) -> EvalC
     (100, True)
     """
     return _checkpoints([arg], None if step is None else [step], None)[0]
-
-
-def _own_dtype(checkpoint: Path) -> object:
-    """The dtype a checkpoint's config.json states (``dtype``, formerly ``torch_dtype``), or None."""
-    config = read_json(checkpoint / "config.json", "checkpoint config")
-    text = config.get("text_config", config) if isinstance(config, dict) else {}
-    return text.get("dtype", text.get("torch_dtype")) if isinstance(text, dict) else None
 
 
 def _require_lm_eval() -> Any:
@@ -304,7 +297,7 @@ def evaluate_checkpoints(
     check_bool(_FUNC, "progress", progress)
     resolved = _checkpoints(checkpoints, steps, revisions)
     device = check_device(_FUNC, device, None)
-    dtype = resolve_dtype(_FUNC, dtype, _own_dtype(Path(resolved[0].path)), device)
+    dtype = resolve_dtype(_FUNC, dtype, config_dtype(Path(resolved[0].path)), device)
     _require_lm_eval()
     with _quiet(progress):
         manager = _task_manager(tasks, includes)
