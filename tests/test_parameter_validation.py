@@ -132,6 +132,20 @@ CASES: dict[str, tuple[Call, dict[str, list[Any]]]] = {
         },
     ),
     "read_samples": (lambda e: ((e.samples_file,), {}), {"path": [""]}),
+    "draw_probes": (
+        lambda e: ((e.samples_file, e.root / "probes-out.jsonl"), {"per_domain": 2}),
+        {
+            "corpus": [""],
+            "out": [""],
+            "per_domain": [0, *NEGATIVE_INTS],
+            "seed": NEGATIVE_INTS,
+            "max_tokens": [1],
+            "tokenizer": [""],
+            "text_field": [""],
+            "domain_field": [""],
+            "split": [""],
+        },
+    ),
     "fit_virtual_experts": (
         lambda e: ((build_tiny_dense_model(), 4), {}),
         {"model": ["a model"], "n_experts": [1, 10**6, *NEGATIVE_INTS], "seed": NEGATIVE_INTS},
@@ -418,6 +432,7 @@ CASES: dict[str, tuple[Call, dict[str, list[Any]]]] = {
 #: what each writing call would create: it must not exist after a refused call
 OUTPUTS: dict[str, Callable[[Env], Path]] = {
     "capture_run": lambda e: e.root / "capture-out",
+    "draw_probes": lambda e: e.root / "probes-out.jsonl",
     "analyze_run": lambda e: e.run / "tables",
     "evaluate_checkpoints": lambda e: e.root / "evaluate-out",
     "build_report": lambda e: e.root / "report-out",
@@ -497,6 +512,7 @@ def test_the_valid_call_is_accepted(env: Env, name: str) -> None:
         "build_report",
         "analyze_run",
         "evaluate_checkpoints",
+        "draw_probes",  # writes the file the refused calls must leave absent
     }:
         inspect.signature(_callable(name)).bind(*args, **kwargs)
         return

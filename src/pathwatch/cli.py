@@ -49,6 +49,76 @@ def _parse_steps(text: str | None) -> list[int] | None:
 
 
 @app.command()
+def probes(
+    corpus: Annotated[
+        Path,
+        typer.Argument(
+            help="Training corpus: JSONL or Parquet with a text and a domain field, or a "
+            "directory written by datasets' save_to_disk.",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", help="Probe file to write (JSONL: id, domain, text).", show_default=False
+        ),
+    ],
+    per_domain: Annotated[
+        int, typer.Option("--per-domain", help="Probes drawn per domain.")
+    ] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of the draw.")] = 0,
+    max_tokens: Annotated[
+        int | None,
+        typer.Option(
+            "--max-tokens",
+            help="Skip samples longer than this many tokens of --tokenizer (probes stay whole; "
+            "match capture's --max-length).",
+            show_default=False,
+        ),
+    ] = None,
+    tokenizer: Annotated[
+        str | None,
+        typer.Option(
+            "--tokenizer",
+            help="Checkpoint directory or hub REPO@REVISION whose tokenizer counts --max-tokens.",
+            show_default=False,
+        ),
+    ] = None,
+    text_field: Annotated[str, typer.Option("--text-field", help="Corpus field of the text.")] = (
+        "text"
+    ),
+    domain_field: Annotated[
+        str,
+        typer.Option("--domain-field", help="Corpus field of the domain (absent: one domain)."),
+    ] = "domain",
+    split: Annotated[str, typer.Option(help="Split of a saved datasets DatasetDict.")] = "train",
+) -> None:
+    """Draw a probe set per domain from a training corpus: deduplicated, seeded, length-capped."""
+    from pathwatch.capture.probes import draw_probes
+
+    draw = draw_probes(
+        corpus,
+        out,
+        per_domain=per_domain,
+        seed=seed,
+        max_tokens=max_tokens,
+        tokenizer=tokenizer,
+        text_field=text_field,
+        domain_field=domain_field,
+        split=split,
+    )
+    for note in draw.notes:
+        typer.echo(f"note: {note}")
+    counts = ", ".join(f"{domain} {n}" for domain, n in draw.drawn.items())
+    typer.echo(
+        f"Drew {sum(draw.drawn.values())} probes ({counts}) into {draw.out}; skipped "
+        f"{draw.duplicates} duplicate and {draw.empty} empty text(s). Next: pathwatch capture "
+        f"--samples {draw.out} …"
+    )
+
+
+@app.command()
 def capture(
     checkpoint: Annotated[
         list[str],
