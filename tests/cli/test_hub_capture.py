@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -218,3 +220,51 @@ def test_pw_capture_and_the_monitor_load_a_hub_checkpoint_in_the_dtype_asked(
     assert record["loss/all"] == pytest.approx(float(got.loss.mean()), rel=1e-6)
     with pytest.raises(InputError, match=r"'dtype' parameter of capture .*model in memory"):
         pw.capture(model, texts, tokenizer, dtype="bfloat16")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"checkpoints": ["tiny-org/tiny-olmoe@step7-tokens0B"]}, r"no such revision in the hub"),
+        ({"checkpoints": ["tiny-org/tiny-olmoe"], "revisions": "final*"}, r"matches no revision"),
+        ({"device": "cuda:7"}, r"device 'cuda:7' is not on this machine"),
+        ({"dtype": "bf16"}, r"Unknown dtype 'bf16'"),
+        ({"lm_eval_missing": True}, r'pip install "pathwatch\[lmeval\]"'),
+    ],
+    ids=["unknown-revision", "pattern-matches-nothing", "no-such-gpu", "bad-dtype", "no-lm-eval"],
+)
+def test_evaluate_of_hub_revisions_refuses_bad_input_before_any_work(
+    offline_hub, tmp_path: Path, monkeypatch, change, message
+):
+    from pathwatch.evaluation.harness import evaluate_checkpoints
+
+    if change.pop("lm_eval_missing", False):
+        monkeypatch.setitem(sys.modules, "lm_eval", None)  # import lm_eval now raises ImportError
+    call = {"checkpoints": ["tiny-org/tiny-olmoe"], "revisions": "step*", "progress": False}
+    call |= change
+    with pytest.raises(InputError, match=message) as info:
+        evaluate_checkpoints(call.pop("checkpoints"), ["arc_easy"], tmp_path / "evals", **call)
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "evals").exists()
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("lm_eval") is None,
+    reason='needs lm-eval: pip install "pathwatch[lmeval]"',
+)
+def test_evaluate_of_hub_revisions_refuses_an_unknown_task_before_any_model(
+    offline_hub, tmp_path: Path
+):
+    from pathwatch.evaluation.harness import evaluate_checkpoints
+
+    with pytest.raises(
+        InputError, match=r"lm-eval knows no task 'arc_eazy'.*Did you mean 'arc_easy'"
+    ):
+        evaluate_checkpoints(
+            ["tiny-org/tiny-olmoe"],
+            ["arc_eazy"],
+            tmp_path / "evals",
+            revisions="step*",
+            progress=False,
+        )
+    assert not (tmp_path / "evals").exists()
