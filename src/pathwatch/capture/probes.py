@@ -32,8 +32,8 @@ _PARQUET_SUFFIXES = (".parquet", ".pq")
 
 @dataclass(frozen=True)
 class ProbeDraw:
-    """What :func:`draw_probes` wrote: the file, and per domain the probes drawn and the
-    candidates there were (non-empty, deduplicated, short enough among those measured)."""
+    """What :func:`draw_probes` wrote: the file, the probes drawn per domain, how many duplicate
+    and empty texts were skipped, and a note per domain that had fewer than asked for."""
 
     out: Path
     drawn: dict[str, int]
