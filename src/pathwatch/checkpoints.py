@@ -54,6 +54,7 @@ class Checkpoint:
 def _hub():
     try:
         import huggingface_hub
+        import huggingface_hub.constants  # its HF_HUB_CACHE is read at each call: the cache as set now
     except ImportError as exc:  # a dependency of transformers: only a broken install lacks it
         raise MissingExtraError(
             "Hub checkpoints need huggingface_hub: pip install huggingface_hub."
@@ -73,7 +74,7 @@ def _cached_revisions(repo: str) -> list[str]:
     """The revision names of ``repo`` in the hub cache (its ``refs/``)."""
     hub = _hub()
     try:
-        cache = hub.scan_cache_dir()
+        cache = hub.scan_cache_dir(hub.constants.HF_HUB_CACHE)
     except hub.CacheNotFound:
         return []
     return sorted(
@@ -103,7 +104,14 @@ def _snapshot(repo: str, revision: str, offline: bool) -> tuple[Path, str]:
     """The local snapshot directory of ``repo@revision`` and its commit (downloaded if online)."""
     hub = _hub()
     try:
-        folder = Path(hub.snapshot_download(repo, revision=revision, local_files_only=offline))
+        folder = Path(
+            hub.snapshot_download(
+                repo,
+                revision=revision,
+                local_files_only=offline,
+                cache_dir=hub.constants.HF_HUB_CACHE,
+            )
+        )
     except (hub.errors.RevisionNotFoundError, hub.errors.LocalEntryNotFoundError) as exc:
         known = _cached_revisions(repo) if offline else _revisions(repo, offline)
         where = "in the hub cache (offline)" if offline else "on the hub"
