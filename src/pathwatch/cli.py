@@ -49,14 +49,86 @@ def _parse_steps(text: str | None) -> list[int] | None:
 
 
 @app.command()
+def probes(
+    corpus: Annotated[
+        Path,
+        typer.Argument(
+            help="Training corpus: JSONL or Parquet with a text and a domain field, or a "
+            "directory written by datasets' save_to_disk.",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", help="Probe file to write (JSONL: id, domain, text).", show_default=False
+        ),
+    ],
+    per_domain: Annotated[
+        int, typer.Option("--per-domain", help="Probes drawn per domain.")
+    ] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of the draw.")] = 0,
+    max_tokens: Annotated[
+        int | None,
+        typer.Option(
+            "--max-tokens",
+            help="Skip samples longer than this many tokens of --tokenizer (probes stay whole; "
+            "match capture's --max-length).",
+            show_default=False,
+        ),
+    ] = None,
+    tokenizer: Annotated[
+        str | None,
+        typer.Option(
+            "--tokenizer",
+            help="Checkpoint directory or hub REPO@REVISION whose tokenizer counts --max-tokens.",
+            show_default=False,
+        ),
+    ] = None,
+    text_field: Annotated[str, typer.Option("--text-field", help="Corpus field of the text.")] = (
+        "text"
+    ),
+    domain_field: Annotated[
+        str,
+        typer.Option("--domain-field", help="Corpus field of the domain (absent: one domain)."),
+    ] = "domain",
+    split: Annotated[str, typer.Option(help="Split of a saved datasets DatasetDict.")] = "train",
+) -> None:
+    """Draw a probe set per domain from a training corpus: deduplicated, seeded, length-capped."""
+    from pathwatch.capture.probes import draw_probes
+
+    draw = draw_probes(
+        corpus,
+        out,
+        per_domain=per_domain,
+        seed=seed,
+        max_tokens=max_tokens,
+        tokenizer=tokenizer,
+        text_field=text_field,
+        domain_field=domain_field,
+        split=split,
+    )
+    for note in draw.notes:
+        typer.echo(f"note: {note}")
+    counts = ", ".join(f"{domain} {n}" for domain, n in draw.drawn.items())
+    typer.echo(
+        f"Drew {sum(draw.drawn.values())} probes ({counts}) into {draw.out}; skipped "
+        f"{draw.duplicates} duplicate and {draw.empty} empty text(s). Next: pathwatch capture "
+        f"--samples {draw.out} …"
+    )
+
+
+@app.command()
 def capture(
     checkpoint: Annotated[
-        list[Path],
+        list[str],
         typer.Option(
             "--checkpoint",
-            help="Checkpoint directory written by save_pretrained; repeat once per checkpoint. "
-            "Its step is the one its name states (step-1000, step1000-tokens4B, checkpoint-1000) "
-            "unless --steps is given; other numbers in a name (dates, hashes) are never read as steps.",
+            help="Checkpoint directory written by save_pretrained, or a hub checkpoint "
+            "REPO@REVISION (e.g. allenai/OLMoE-1B-7B-0924@step5000-tokens20B), or with "
+            "--revisions a hub REPO; repeat once per checkpoint. Its step is the one its name or "
+            "revision states (step-1000, step5000-tokens20B, checkpoint-1000) unless --steps is "
+            "given; other numbers in a name (dates, hashes) are never read as steps.",
             show_default=False,
         ),
     ],
@@ -136,6 +208,48 @@ def capture(
             show_default=False,
         ),
     ] = CaptureConfig.ray_address,
+    revisions: Annotated[
+        str | None,
+        typer.Option(
+            "--revisions",
+            help="Glob over the revisions of each hub REPO given as a checkpoint, e.g. 'step*': "
+            "every match is a checkpoint (offline with HF_HUB_OFFLINE=1: the revisions in the "
+            "hub cache).",
+            show_default=False,
+        ),
+    ] = None,
+    dtype: Annotated[
+        str,
+        typer.Option(
+            "--dtype",
+            help="auto|bfloat16|float16|float32: dtype the checkpoints are loaded in; auto: the "
+            "checkpoint's own on a GPU, float32 on CPU. Routing and loss are reduced in float32.",
+        ),
+    ] = CaptureConfig.dtype,
+    device: Annotated[
+        str | None,
+        typer.Option(
+            "--device",
+            help="cpu, cuda or cuda:N; default: cuda when available, else cpu.",
+            show_default=False,
+        ),
+    ] = CaptureConfig.device,
+    device_map: Annotated[
+        str | None,
+        typer.Option(
+            "--device-map",
+            help="'auto': spread each checkpoint over all GPUs, for a model larger than one "
+            '(pip install "pathwatch[gpu]").',
+            show_default=False,
+        ),
+    ] = CaptureConfig.device_map,
+    trust_remote_code: Annotated[
+        bool,
+        typer.Option(
+            "--trust-remote-code",
+            help="Let transformers run a checkpoint's own modelling code (off unless given).",
+        ),
+    ] = CaptureConfig.trust_remote_code,
 ) -> None:
     """Capture routing weights and losses of every checkpoint into a resumable run directory."""
     from pathwatch.capture.run import capture_run
@@ -148,9 +262,19 @@ def capture(
         virtual_experts=virtual_experts,
         backend=backend,
         ray_address=ray_address,
+        dtype=dtype,
+        device=device,
+        device_map=device_map,
+        trust_remote_code=trust_remote_code,
     )
     store = capture_run(
-        checkpoint, samples, out, config=config, steps=_parse_steps(steps), progress=progress
+        checkpoint,
+        samples,
+        out,
+        config=config,
+        steps=_parse_steps(steps),
+        revisions=revisions,
+        progress=progress,
     )
     if not is_main_process():  # one summary per launch
         return
@@ -160,7 +284,7 @@ def capture(
         f"Captured {len(manifest.checkpoints)} checkpoint(s) (steps {manifest.steps[0]}.."
         f"{manifest.steps[-1]}) x {manifest.samples.count} samples of a {manifest.model.family} "
         f"model ({len(manifest.model.moe_layers)} MoE layers, {manifest.model.n_experts} experts"
-        f"{' (virtual)' if virtual_experts else ''}) "
+        f"{' (virtual)' if virtual_experts else ''}) in {manifest.settings.dtype} "
         f"into {store.path}; {truncated} sample(s) truncated to --max-length {max_length}."
     )
 
@@ -364,10 +488,12 @@ def analyze(
 @app.command()
 def evaluate(
     checkpoints: Annotated[
-        list[Path],
+        list[str],
         typer.Argument(
-            help="Checkpoint directories written by save_pretrained; each one's step is the one "
-            "its name states (step-1000, checkpoint-1000) unless --steps is given.",
+            help="Checkpoint directories written by save_pretrained, hub checkpoints "
+            "REPO@REVISION, or with --revisions hub REPOs (as for `pathwatch capture`); each "
+            "one's step is the one its name or revision states (step-1000, step5000-tokens20B) "
+            "unless --steps is given.",
             show_default=False,
         ),
     ],
@@ -409,6 +535,29 @@ def evaluate(
     device: Annotated[
         str, typer.Option(help="Torch device lm-eval runs on (cpu, cuda, cuda:0).")
     ] = "cpu",
+    revisions: Annotated[
+        str | None,
+        typer.Option(
+            "--revisions",
+            help="Glob over the revisions of each hub REPO given, e.g. 'step*'.",
+            show_default=False,
+        ),
+    ] = None,
+    dtype: Annotated[
+        str,
+        typer.Option(
+            "--dtype",
+            help="auto|bfloat16|float16|float32: dtype lm-eval loads each checkpoint in; auto: "
+            "the checkpoint's own on a GPU, float32 on CPU.",
+        ),
+    ] = CaptureConfig.dtype,
+    trust_remote_code: Annotated[
+        bool,
+        typer.Option(
+            "--trust-remote-code",
+            help="Let transformers run a checkpoint's own modelling code (off unless given).",
+        ),
+    ] = CaptureConfig.trust_remote_code,
     limit: Annotated[
         int | None,
         typer.Option(help="Items per task (lm-eval --limit; for trials).", show_default=False),
@@ -427,9 +576,12 @@ def evaluate(
         names,
         out,
         steps=_parse_steps(steps),
+        revisions=revisions,
         include_path=include_path,
         batch_size=batch_size,
         device=device,
+        dtype=dtype,
+        trust_remote_code=trust_remote_code,
         limit=limit,
         progress=progress,
     )

@@ -9,6 +9,7 @@ fast. The stages validate against the same name tuples.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -27,6 +28,11 @@ from pathwatch.errors import invalid_parameter
 WEIGHTS = ("softmax", "topk")
 #: How capture_run spreads its units (:mod:`pathwatch.distributed`).
 BACKENDS = ("local", "ray")
+#: Dtypes a checkpoint is loaded in; "auto": its own (config ``dtype``) on a GPU, float32 on CPU.
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+#: ``device_map`` values: "auto" spreads a model larger than one GPU over all of them (accelerate).
+DEVICE_MAPS = ("auto",)
+_DEVICE = re.compile(r"cpu|cuda(:\d+)?")
 #: Symbols of the pathway edit distance: the paper's string, or one per expert id.
 UNITS = ("char", "expert")
 #: Text embedders for pairing train and test groups (:func:`pathwatch.embed_texts`).
@@ -56,6 +62,16 @@ class CaptureConfig:
     ray_address : str or None, default None
         Ray cluster for ``backend="ray"`` (e.g. ``"auto"``, ``"ray://head:10001"``); None starts a
         local Ray instance.
+    dtype : {"auto", "bfloat16", "float16", "float32"}, default "auto"
+        Dtype the checkpoints are loaded in; "auto" is the checkpoint's own ``dtype`` on a GPU and
+        float32 on CPU (recorded in the manifest's settings). Routing reductions and the loss are
+        float32 whatever the model's dtype.
+    device : str or None, default None
+        ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; None: CUDA when available, else CPU.
+    device_map : {"auto"} or None, default None
+        "auto" spreads each checkpoint over all GPUs (a model larger than one; extra ``gpu``).
+    trust_remote_code : bool, default False
+        Let transformers run a checkpoint's own modelling code (off unless asked for).
 
     Examples
     --------
@@ -74,9 +90,14 @@ class CaptureConfig:
     virtual_experts: int | None = None
     backend: str = "local"
     ray_address: str | None = None
+    dtype: str = "auto"
+    device: str | None = None
+    device_map: str | None = None
+    trust_remote_code: bool = False
 
     def __post_init__(self) -> None:
         func = "capture_run"  # errors name the call these settings configure
+        check_load_options(func, self.dtype, self.device, self.device_map, self.trust_remote_code)
         for name in ("batch_size", "shard_size"):
             _set(self, name, check_int(func, name, getattr(self, name), low=1))
         _set(self, "max_length", check_int(func, "max_length", self.max_length, low=2))
@@ -96,6 +117,22 @@ class CaptureConfig:
             raise invalid_parameter(
                 func, "ray_address", "None unless backend is 'ray'", self.ray_address
             )
+
+
+def check_load_options(
+    func: str, dtype: object, device: object, device_map: object, trust_remote_code: object
+) -> None:
+    """The checks of how a checkpoint is loaded: dtype, device, device_map, trust_remote_code."""
+    check_choice(func, "dtype", dtype, DTYPES)
+    if device is not None and not (isinstance(device, str) and _DEVICE.fullmatch(device)):
+        raise invalid_parameter(func, "device", "None, 'cpu', 'cuda' or 'cuda:N'", device)
+    if device_map is not None:
+        check_choice(func, "device_map", device_map, DEVICE_MAPS)
+        if device is not None:
+            raise invalid_parameter(
+                func, "device", "None with device_map (it places the model itself)", device
+            )
+    check_bool(func, "trust_remote_code", trust_remote_code)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,8 @@ from capture_fixtures import (
 
 from tiny_models import WORDS, build_tiny_dense_model, build_tiny_model, build_tiny_tokenizer
 
+HUB_REPO = "tiny-org/tiny-olmoe"
+
 
 @pytest.fixture(scope="session")
 def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Checkpoints:
@@ -43,3 +45,27 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Checkpoints:
             root / "diverged-step-600", diverged(build_tiny_model("olmoe")), tokenizer
         ),
     )
+
+
+@pytest.fixture(scope="session")
+def hub_repo(checkpoints: Checkpoints, tmp_path_factory: pytest.TempPathFactory):
+    """The series as revisions of one hub repo in an on-disk cache: (cache, repo, commits)."""
+    from hub_cache import hub_cache
+
+    cache = tmp_path_factory.mktemp("hub") / "hub"
+    revisions = {f"step{p.name[5:]}-tokens{i + 1}B": p for i, p in enumerate(checkpoints.series)}
+    commits = hub_cache(cache, HUB_REPO, revisions | {"main": checkpoints.series[-1]})
+    return cache, HUB_REPO, commits
+
+
+@pytest.fixture
+def offline_hub(hub_repo, monkeypatch: pytest.MonkeyPatch):
+    """The hub cache of ``hub_repo`` as this process's cache, offline (no request is made)."""
+    from huggingface_hub import constants
+
+    cache = hub_repo[0]
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    return hub_repo

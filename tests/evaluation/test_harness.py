@@ -15,6 +15,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from lm_eval_tasks import TASKS, write_tasks
 from pathwatch.errors import InputError, MissingExtraError
 from pathwatch.evaluation import read_accuracy
 from pathwatch.evaluation.harness import evaluate_checkpoints
@@ -23,8 +24,6 @@ needs_lm_eval = pytest.mark.skipif(
     find_spec("lm_eval") is None,
     reason='lm-evaluation-harness is not installed: pip install "pathwatch[lmeval]"',
 )
-#: lm-eval task name -> probe domain: the names differ, as they do in practice
-TASKS = {"arith_add": "add", "arith_mul": "mul"}
 STEPS = (20, 40, 60)
 
 
@@ -46,46 +45,11 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
-def _write_tasks(testbed, root: Path) -> Path:
-    """Local multiple-choice tasks (``dataset_path: json``) over the testbed's held-out items.
-
-    The choices are the whole vocabulary in id order, so lm-eval's argmax of the answer's
-    loglikelihood is the testbed's own exact match (argmax of the answer logits).
-    """
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(testbed.checkpoints[-1])
-    vocab = [token for token, _ in sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])]
-    items = [json.loads(line) for line in (testbed.out_dir / "test_items.jsonl").open()]
-    folder = root / "tasks"
-    folder.mkdir()
-    for task, domain in TASKS.items():
-        docs = [
-            {
-                "id": item["id"],
-                "prompt": item["prompt"],
-                "choices": vocab,
-                "target": vocab.index(item["text"].split()[-1]),
-            }
-            for item in items
-            if item["domain"] == domain
-        ]
-        data = folder / f"{domain}.jsonl"
-        data.write_text("".join(json.dumps(d) + "\n" for d in docs))
-        (folder / f"{task}.yaml").write_text(
-            f"task: {task}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
-            f"    test: {data}\ntest_split: test\noutput_type: multiple_choice\n"
-            "doc_to_text: prompt\ndoc_to_choice: choices\ndoc_to_target: target\n"
-            "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n"
-        )
-    return folder
-
-
 @pytest.fixture(scope="module")
 def evaluated(captured_testbed, tmp_path_factory):
     root = tmp_path_factory.mktemp("lm-eval")
     testbed = captured_testbed.testbed
-    tasks = _write_tasks(testbed, root)
+    tasks = write_tasks(testbed, root)
     checkpoints = [str(testbed.out_dir / f"step-{s}") for s in STEPS]
     args = [*checkpoints, "--tasks", ",".join(TASKS), "--out", str(root / "evals")]
     done = _cli("evaluate", *args, "--include-path", str(tasks), "--no-progress", cwd=root)

@@ -7,6 +7,8 @@ Run only for an intended change of pathwatch's outputs, and say so in the commit
 
 ``--analysis`` keeps the stored inputs and capture byte for byte and re-runs only ``pathwatch
 analyze`` on them: the mode for a change of the analysis (inputs must not change with it).
+``--manifest`` re-runs ``pathwatch capture`` of the stored checkpoints and rewrites only the run's
+``manifest.json``: the mode for a change of what the manifest records (units must not change).
 
 It trains ``TestbedConfig.tiny()`` (seed 0), keeps every second checkpoint, captures them with
 ``pathwatch capture`` and analyses the run with ``pathwatch analyze`` (the demo's options), then
@@ -53,9 +55,21 @@ def analysis_only() -> None:
         (GOLDEN / "analyze.txt").write_text(normalize(result.stdout, copy))
 
 
+def manifest_only() -> None:
+    """Re-run ``pathwatch capture`` of the stored checkpoints; rewrite the run's manifest only."""
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "run"
+        subprocess.run(capture_args(GOLDEN / "inputs", copy), check=True, capture_output=True)
+        manifest = (copy / "manifest.json").read_text().replace(str(GOLDEN), "{GOLDEN}")
+        (GOLDEN / "run" / "manifest.json").write_text(manifest)
+
+
 def main() -> None:
     if sys.argv[1:] == ["--analysis"]:
         analysis_only()
+        return
+    if sys.argv[1:] == ["--manifest"]:
+        manifest_only()
         return
     import torch
 

@@ -7,6 +7,7 @@ in :mod:`pathwatch.capture.families` only.
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -25,10 +26,18 @@ from pathwatch.capture.hooks import RoutingRecorder
 from pathwatch.capture.samples import Encoded, Sample, check_samples, encode_samples, read_samples
 from pathwatch.capture.virtual import FAMILY as VIRTUAL_FAMILY
 from pathwatch.capture.virtual import VirtualExperts, VirtualRecorder, fit_virtual_experts
-from pathwatch.config import WEIGHTS
+from pathwatch.config import WEIGHTS, check_load_options
 from pathwatch.errors import InputError, invalid_parameter
 
-__all__ = ["Capture", "Sample", "VirtualExperts", "capture", "fit_virtual_experts", "read_samples"]
+__all__ = [
+    "Capture",
+    "Sample",
+    "VirtualExperts",
+    "capture",
+    "fit_virtual_experts",
+    "load_model",
+    "read_samples",
+]
 
 PADDING_SIDES = ("right", "left")
 _LOSS_CHUNK = 2**21  # logits per cross-entropy call (8 MiB of float32)
@@ -176,6 +185,51 @@ def _routing(
     )
 
 
+def load_model(
+    model: Any,
+    tokenizer: Any = None,
+    *,
+    dtype: str = "auto",
+    device: str | None = None,
+    device_map: str | None = None,
+    trust_remote_code: bool = False,
+    func: str = "capture",
+) -> tuple[Any, Any]:
+    """``model`` and ``tokenizer`` as given when the model is in memory; a checkpoint (a directory
+    or ``REPO@REVISION``) loaded in ``dtype`` on ``device`` (see :mod:`pathwatch._hf`), with its
+    saved tokenizer when ``tokenizer`` is None. Load options are for checkpoints only: a model in
+    memory is used as it is (cast it yourself)."""
+    check_load_options(func, dtype, device, device_map, trust_remote_code)
+    if not isinstance(model, str | os.PathLike):
+        if (dtype, device, device_map, trust_remote_code) != ("auto", None, None, False):
+            raise invalid_parameter(
+                func,
+                "dtype",
+                "'auto' with device, device_map None for a model in memory (they say how a "
+                "checkpoint is loaded: pass its directory or REPO@REVISION, or cast the model "
+                "with model.to(...))",
+                dtype,
+            )
+        return model, tokenizer
+    from pathwatch._hf import check_device, config_dtype, load_causal_lm, resolve_dtype
+    from pathwatch.checkpoints import checkpoint_directory
+
+    path = checkpoint_directory(model, func=func)
+    where = check_device(func, device, device_map)
+    loaded = load_causal_lm(
+        path,
+        dtype=resolve_dtype(func, dtype, config_dtype(path), where),
+        device=where,
+        device_map=device_map,
+        trust_remote_code=trust_remote_code,
+    )
+    if tokenizer is None and any(path.glob("tokenizer*")):
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    return loaded, tokenizer
+
+
 def capture(
     model: Any,
     samples: Sequence[Any],
@@ -187,6 +241,10 @@ def capture(
     progress: bool = False,
     virtual_experts: VirtualExperts | int | None = None,
     weights: str = "softmax",
+    dtype: str = "auto",
+    device: str | None = None,
+    device_map: str | None = None,
+    trust_remote_code: bool = False,
 ) -> Capture:
     """Run ``model`` over ``samples`` and keep each sample's mean routing and loss.
 
@@ -196,8 +254,9 @@ def capture(
 
     Parameters
     ----------
-    model : transformers.PreTrainedModel
-        An MoE causal LM (see :data:`pathwatch.capture.families.SUPPORTED`).
+    model : transformers.PreTrainedModel, or a checkpoint directory or ``REPO@REVISION``
+        An MoE causal LM (see :data:`pathwatch.capture.families.SUPPORTED`); a checkpoint is
+        loaded in ``dtype`` on ``device`` (with its saved tokenizer when ``tokenizer`` is None).
     samples : sequence
         Strings, sequences of token ids, mappings with ``text`` or ``input_ids`` (and optional
         ``id``, ``domain``, ``prompt`` / ``loss_mask``), or :class:`Sample` from :func:`read_samples`.
@@ -217,6 +276,17 @@ def capture(
     weights : {"softmax", "topk"}, default "softmax"
         Router weighting averaged over a sample's tokens: every expert's probability (SPEC), or
         per token only the top-k experts' probabilities renormalized to sum to 1 (MoE routers only).
+    dtype : {"auto", "bfloat16", "float16", "float32"}, default "auto"
+        Dtype a checkpoint is loaded in ("auto": its own on a GPU, float32 on CPU). Whatever the
+        model's dtype, router outputs and logits are cast to float32 before they are reduced, so
+        ``mean_weights`` and ``loss`` are float32 reductions (bfloat16 on CPU: within 0.02 of
+        float32 routing and 1% of its loss on a tiny OLMoE, ``tests/cli/test_hub_capture.py``).
+    device : {"cpu", "cuda", "cuda:N"}, optional
+        Where a checkpoint is loaded; default CUDA when available, else CPU.
+    device_map : {"auto"}, optional
+        Spread a checkpoint over all GPUs (extra ``gpu``).
+    trust_remote_code : bool, default False
+        Let transformers run a checkpoint's own modelling code.
 
     Returns
     -------
@@ -243,10 +313,18 @@ def capture(
         raise invalid_parameter(
             "capture", "weights", "'softmax' with virtual_experts (they have no top-k)", weights
         )
-    routing = _routing(model, virtual_experts, weights)
     if isinstance(samples, (str, bytes, dict)) or not isinstance(samples, Sequence):
         raise invalid_parameter("capture", "samples", "a list of samples", type(samples).__name__)
     checked: list[Sample] = check_samples((s, f"samples[{i}]") for i, s in enumerate(samples))
+    model, tokenizer = load_model(
+        model,
+        tokenizer,
+        dtype=dtype,
+        device=device,
+        device_map=device_map,
+        trust_remote_code=trust_remote_code,
+    )
+    routing = _routing(model, virtual_experts, weights)
     encoded = encode_samples(
         checked,
         tokenizer,

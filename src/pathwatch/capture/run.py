@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pathwatch import __version__
-from pathwatch._validate import check_bool, check_instance, check_path, is_int
+from pathwatch._hf import check_device, load_causal_lm, resolve_dtype
+from pathwatch._validate import check_bool, check_instance, check_path
+from pathwatch.checkpoints import Checkpoint, resolve_checkpoints
 from pathwatch.config import CaptureConfig
 from pathwatch.distributed import Unit, launched_processes, run_ray, run_units
 from pathwatch.errors import (
@@ -25,7 +27,6 @@ from pathwatch.errors import (
     UnsupportedModelError,
     invalid_parameter,
 )
-from pathwatch.steps import checkpoint_step
 from pathwatch.store import CheckpointData, RunStore
 from pathwatch.store.manifest import (
     CheckpointInfo,
@@ -49,63 +50,40 @@ _TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", "tokenizer.model"
 
 @dataclass(frozen=True)
 class _Checkpoint:
-    """A checkpoint directory that passed validation."""
+    """A checkpoint that passed validation (a local directory or a hub revision's snapshot)."""
 
     step: int
     path: Path
     model: ModelInfo
     architecture: dict[str, Any]
+    source: Checkpoint
+
+    @property
+    def info(self) -> CheckpointInfo:
+        """The manifest's entry of this checkpoint."""
+        src = self.source
+        name = src.label if src.repo else self.path.name
+        return CheckpointInfo(self.step, str(self.path), name, src.repo, src.revision, src.commit)
 
 
-def _checkpoint_dirs(checkpoints: Sequence[str | os.PathLike]) -> list[Path]:
-    """Resolved checkpoint directories; InputError naming the first missing or unreadable one."""
-    if (
-        isinstance(checkpoints, (str, os.PathLike))
-        or not isinstance(checkpoints, Sequence)
-        or not checkpoints
-    ):
-        raise invalid_parameter(
-            "capture_run", "checkpoints", "a non-empty list of directories", checkpoints
+@dataclass(frozen=True)
+class _Loading:
+    """How the checkpoints are loaded: the resolved dtype and device, device_map, remote code."""
+
+    dtype: str
+    device: str
+    device_map: str | None
+    trust_remote_code: bool
+
+    def load(self, path: Path) -> Any:
+        """The checkpoint's model, in eval mode."""
+        return load_causal_lm(
+            path,
+            dtype=self.dtype,
+            device=self.device,
+            device_map=self.device_map,
+            trust_remote_code=self.trust_remote_code,
         )
-    dirs = []
-    for raw in checkpoints:
-        path = check_path("capture_run", "checkpoints", raw)
-        if not path.is_dir():
-            raise InputError(
-                f"Checkpoint directory {path} does not exist or is not a directory; pass a directory "
-                "written by save_pretrained."
-            )
-        if not os.access(path, os.R_OK | os.X_OK):
-            raise InputError(f"Checkpoint directory {path} is not readable; check its permissions.")
-        dirs.append(path.resolve())
-    duplicates = sorted({str(d) for d in dirs if dirs.count(d) > 1})
-    if duplicates:
-        raise InputError(f"Checkpoint directory {duplicates[0]} is given more than once.")
-    return dirs
-
-
-def _steps(dirs: list[Path], steps: Sequence[int] | None) -> list[int]:
-    """One training step per checkpoint: ``steps`` if given, else the step each directory name states."""
-    if steps is None:
-        steps = [checkpoint_step(path) for path in dirs]
-    elif (
-        isinstance(steps, str)
-        or not isinstance(steps, Sequence)
-        or len(steps) != len(dirs)
-        or not all(is_int(s) and s >= 0 for s in steps)
-    ):
-        raise invalid_parameter(
-            "capture_run", "steps", f"{len(dirs)} non-negative ints, one per checkpoint", steps
-        )
-    seen: dict[int, Path] = {}
-    for step, path in zip(steps, dirs, strict=True):
-        if step in seen:
-            raise InputError(
-                f"Checkpoints {seen[step]} and {path} both have step {step}; each checkpoint needs "
-                "its own step (pass --steps)."
-            )
-        seen[step] = path
-    return [int(s) for s in steps]
 
 
 def _model_info(model: Any, virtual_experts: int | None) -> ModelInfo:
@@ -136,9 +114,10 @@ def _model_info(model: Any, virtual_experts: int | None) -> ModelInfo:
 
 
 def _inspect_checkpoint(
-    path: Path, virtual_experts: int | None = None
-) -> tuple[ModelInfo, dict[str, Any]]:
-    """Model facts of a checkpoint from its config alone (the model is built on the meta device).
+    path: Path, virtual_experts: int | None = None, trust_remote_code: bool = False
+) -> tuple[ModelInfo, dict[str, Any], object]:
+    """Model facts of a checkpoint from its config alone (the model is built on the meta device),
+    and the dtype its config states.
 
     With ``virtual_experts`` K, the MoE layers are the dense model's MLP layers, K experts each.
     """
@@ -146,7 +125,7 @@ def _inspect_checkpoint(
     from transformers import AutoConfig, AutoModelForCausalLM
 
     try:
-        config = AutoConfig.from_pretrained(path)
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, KeyError) as exc:
         raise InputError(
             f"Checkpoint {path}: cannot read its config.json ({type(exc).__name__}: "
@@ -155,7 +134,7 @@ def _inspect_checkpoint(
         ) from exc
     try:
         with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(config)
+            model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
         info = _model_info(model, virtual_experts)
     except UnsupportedModelError as exc:
         raise UnsupportedModelError(f"Checkpoint {path}: {exc}") from exc
@@ -174,7 +153,7 @@ def _inspect_checkpoint(
         "hidden size": text_config.hidden_size,
         "vocabulary size": text_config.vocab_size,
     }
-    return info, architecture
+    return info, architecture, getattr(text_config, "dtype", None)
 
 
 def _check_same_architecture(checkpoints: list[_Checkpoint]) -> None:
@@ -189,7 +168,7 @@ def _check_same_architecture(checkpoints: list[_Checkpoint]) -> None:
                 )
 
 
-def _tokenizer(checkpoints: list[_Checkpoint]) -> Any:
+def _tokenizer(checkpoints: list[_Checkpoint], trust_remote_code: bool = False) -> Any:
     """The tokenizer saved with the checkpoints; InputError if one is missing or they differ."""
     from transformers import AutoTokenizer
 
@@ -202,7 +181,7 @@ def _tokenizer(checkpoints: list[_Checkpoint]) -> Any:
                 f"{', '.join(_TOKENIZER_FILES)} found); {fix}."
             )
         try:
-            return AutoTokenizer.from_pretrained(path)
+            return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         except (OSError, ValueError, TypeError) as exc:
             raise InputError(
                 f"Checkpoint {path}: cannot load its tokenizer ({type(exc).__name__}); {fix}."
@@ -233,24 +212,6 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _load_model(path: Path) -> Any:
-    """float32 model in eval mode, on CUDA when available."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from pathwatch._hf import no_hf_progress_bars
-
-    try:
-        with no_hf_progress_bars():  # one bar: capture's own
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    except (OSError, ValueError) as exc:
-        raise InputError(
-            f"Checkpoint {path}: cannot load its weights ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''})."
-        ) from exc
-    return model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
-
-
 def capture_run(
     checkpoints: Sequence[str | os.PathLike],
     samples_path: str | os.PathLike,
@@ -258,6 +219,8 @@ def capture_run(
     *,
     config: CaptureConfig | None = None,
     steps: Sequence[int] | None = None,
+    revisions: str | None = None,
+    local_files_only: bool = False,
     progress: bool = True,
 ) -> RunStore:
     """Capture per-sample routing and loss of every checkpoint into a resumable run directory.
@@ -269,8 +232,9 @@ def capture_run(
 
     Parameters
     ----------
-    checkpoints : list of directories written by ``save_pretrained``, one per training step; all of
-        one MoE architecture and tokenizer.
+    checkpoints : list of checkpoints, one per training step, all of one MoE architecture and
+        tokenizer: directories written by ``save_pretrained``, hub checkpoints ``REPO@REVISION``,
+        or bare hub repos ``REPO`` expanded by ``revisions`` (:mod:`pathwatch.checkpoints`).
     samples_path : JSONL or Parquet file with ``text`` (or ``input_ids``), optional ``id``, ``domain``.
     out : run directory, new or empty, or a run of this same capture to resume.
     config : CaptureConfig, optional
@@ -312,7 +276,14 @@ def capture_run(
     samples_file = check_path("capture_run", "samples_path", samples_path)
     out = check_path("capture_run", "out", out)
     check_bool("capture_run", "progress", progress)
-    plan = _plan(checkpoints, steps, samples_file, config)
+    sources = resolve_checkpoints(
+        checkpoints,
+        steps=steps,
+        revisions=revisions,
+        local_files_only=local_files_only,
+        func="capture_run",
+    )
+    plan = _plan(sources, samples_file, config)
     store = RunStore.resume(out, plan.manifest)
     processes = launched_processes()
     if config.backend == "ray" and processes.size > 1:
@@ -326,8 +297,10 @@ def capture_run(
             _write_shared_files(store or RunStore.create(out, plan.manifest), plan, clean=alone)
         processes.wait()
         store = RunStore(out)
-        experts = _virtual_experts(store, plan.ckpts[0]) if config.virtual_experts else None
-        worker = _UnitCapturer(plan.ckpts, plan.samples, plan.tokenizer, experts)
+        experts = (
+            _virtual_experts(store, plan.ckpts[0], plan.loading) if config.virtual_experts else None
+        )
+        worker = _UnitCapturer(plan.ckpts, plan.samples, plan.tokenizer, experts, plan.loading)
         show = progress and processes.is_main
         if config.backend == "ray":
             run_ray(store, worker, address=config.ray_address, progress=show)
@@ -345,26 +318,35 @@ class _Plan:
     tokenizer: Any
     manifest: Manifest
     virtual_experts: int | None
+    loading: _Loading
 
 
-def _plan(
-    checkpoints: Sequence[str | os.PathLike],
-    steps: Sequence[int] | None,
-    samples_file: Path,
-    config: CaptureConfig,
-) -> _Plan:
-    """Check every input (samples first, then each checkpoint's config and tokenizer); writes nothing."""
+def _plan(sources: list[Checkpoint], samples_file: Path, config: CaptureConfig) -> _Plan:
+    """Check every input (device, samples, then each checkpoint's config and tokenizer, the dtype
+    the device runs); writes nothing."""
     from pathwatch.capture.samples import encode_samples, read_samples
 
-    dirs = _checkpoint_dirs(checkpoints)
-    step_of = dict(zip(dirs, _steps(dirs, steps), strict=True))
+    device = check_device("capture_run", config.device, config.device_map)
     samples = read_samples(samples_file)
-    ckpts = []
-    for path in sorted(dirs, key=step_of.__getitem__):
-        info, architecture = _inspect_checkpoint(path, config.virtual_experts)
-        ckpts.append(_Checkpoint(step_of[path], path, info, architecture))
+    ckpts, own_dtypes = [], []
+    for src in sorted(sources, key=lambda c: c.step):
+        info, architecture, own = _inspect_checkpoint(
+            src.path, config.virtual_experts, config.trust_remote_code
+        )
+        ckpts.append(_Checkpoint(src.step, src.path, info, architecture, src))
+        own_dtypes.append(own)
     _check_same_architecture(ckpts)
-    tokenizer = _tokenizer(ckpts) if any(s.text is not None for s in samples) else None
+    loading = _Loading(
+        resolve_dtype("capture_run", config.dtype, own_dtypes[0], device),
+        device,
+        config.device_map,
+        config.trust_remote_code,
+    )
+    tokenizer = (
+        _tokenizer(ckpts, config.trust_remote_code)
+        if any(s.text is not None for s in samples)
+        else None
+    )
     try:
         encoded = encode_samples(
             samples,
@@ -383,16 +365,19 @@ def _plan(
         )
     manifest = Manifest(
         model=ckpts[0].model,
-        checkpoints=tuple(CheckpointInfo(c.step, str(c.path), c.path.name) for c in ckpts),
+        checkpoints=tuple(c.info for c in ckpts),
         samples=SamplesInfo(
             str(samples_file.resolve()), _sha256(samples_file), len(samples), config.shard_size
         ),
         settings=Settings(
-            batch_size=config.batch_size, max_length=config.max_length, weights=config.weights
+            batch_size=config.batch_size,
+            max_length=config.max_length,
+            weights=config.weights,
+            dtype=loading.dtype,
         ),
         pathwatch_version=__version__,
     )
-    return _Plan(tuple(ckpts), samples, tokenizer, manifest, config.virtual_experts)
+    return _Plan(tuple(ckpts), samples, tokenizer, manifest, config.virtual_experts, loading)
 
 
 def _write_shared_files(store: RunStore, plan: _Plan, *, clean: bool) -> None:
@@ -406,10 +391,10 @@ def _write_shared_files(store: RunStore, plan: _Plan, *, clean: bool) -> None:
     if clean:
         store.remove_temporaries()
     if plan.virtual_experts is not None:
-        _virtual_experts(store, plan.ckpts[0])
+        _virtual_experts(store, plan.ckpts[0], plan.loading)
 
 
-def _virtual_experts(store: RunStore, first: _Checkpoint) -> VirtualExperts:
+def _virtual_experts(store: RunStore, first: _Checkpoint, loading: _Loading) -> VirtualExperts:
     """The run's virtual experts: read back, or fitted on its first checkpoint and written once."""
     from pathwatch.capture.virtual import (
         FILE,
@@ -420,7 +405,7 @@ def _virtual_experts(store: RunStore, first: _Checkpoint) -> VirtualExperts:
 
     if (store.path / FILE).is_file():
         return read_virtual_experts(store)
-    experts = fit_virtual_experts(_load_model(first.path), store.manifest.model.n_experts)
+    experts = fit_virtual_experts(loading.load(first.path), store.manifest.model.n_experts)
     write_virtual_experts(store, experts)
     return experts
 
@@ -485,11 +470,13 @@ class _UnitCapturer:
         samples: list[Sample],
         tokenizer: Any,
         experts: VirtualExperts | None,
+        loading: _Loading,
     ) -> None:
         self.ckpts = {c.step: c for c in ckpts}
         self.samples = samples
         self.tokenizer = tokenizer
         self.experts = experts
+        self.loading = loading
         self._loaded: tuple[int, Any] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -498,7 +485,7 @@ class _UnitCapturer:
     def _model(self, step: int) -> Any:
         if self._loaded is None or self._loaded[0] != step:
             self._loaded = None  # free the previous model before loading the next
-            self._loaded = (step, _load_model(self.ckpts[step].path))
+            self._loaded = (step, self.loading.load(self.ckpts[step].path))
         return self._loaded[1]
 
     def __call__(self, store: RunStore, unit: Unit) -> int:

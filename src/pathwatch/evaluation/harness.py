@@ -8,8 +8,9 @@ states the step, so :func:`pathwatch.evaluation.read_accuracy` reads each file a
 
 A checkpoint's directory appears whole or not at all (written under a hidden name, renamed when
 lm-eval is done); one already there for the same checkpoint and tasks is kept (a re-run resumes),
-one of other tasks is refused. Every input — the extra, the checkpoints and their steps, the
-task names — is checked before the first model is loaded.
+one of other tasks is refused. Every input — the checkpoints (directories or hub revisions, through
+the resolver ``pathwatch capture`` uses) and their steps, the device and dtype, the extra, the task
+names — is checked before the first model is loaded.
 """
 
 from __future__ import annotations
@@ -28,9 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from pathwatch._files import read_json
-from pathwatch._validate import check_bool, check_int, check_path, check_text, is_int
+from pathwatch._hf import check_device, config_dtype, resolve_dtype
+from pathwatch._validate import check_bool, check_int, check_path, check_text
+from pathwatch.checkpoints import resolve_checkpoints
+from pathwatch.config import check_load_options
 from pathwatch.errors import InputError, MissingExtraError, StoreError, invalid_parameter
-from pathwatch.steps import checkpoint_step, step_from_name
 from pathwatch.store import write_atomic
 
 __all__ = ["EvalCheckpoint", "evaluate_checkpoints", "resolve_checkpoint"]
@@ -43,21 +46,26 @@ _LOADERS = ("loglikelihood", "loglikelihood_rolling", "generate_until")
 
 @dataclass(frozen=True)
 class EvalCheckpoint:
-    """One checkpoint to evaluate: what lm-eval's ``hf`` model loads, and its step."""
+    """One checkpoint to evaluate: the directory lm-eval's ``hf`` model loads, its step, and for a
+    hub checkpoint the repo, revision and commit (recorded in ``model_args``)."""
 
-    pretrained: str  # a local directory (later also a hub repo, with ``revision``)
+    path: str
     step: int
+    repo: str | None = None
     revision: str | None = None
+    commit: str | None = None
 
     @property
     def model_args(self) -> str:
-        """lm-eval's ``model_args`` string, as results_*.json records it."""
-        revision = f",revision={self.revision}" if self.revision else ""
-        return f"pretrained={self.pretrained}{revision}"
+        """lm-eval's ``model_args`` string, as results_*.json records it (a hub checkpoint as
+        ``pretrained=REPO,revision=REVISION``, the way lm-eval is pointed at one by hand)."""
+        if self.repo is None:
+            return f"pretrained={self.path}"
+        return f"pretrained={self.repo},revision={self.revision}"
 
 
 def resolve_checkpoint(arg: str | os.PathLike, step: int | None = None) -> EvalCheckpoint:
-    """A checkpoint argument → what to load and its step (the one place hub revisions plug in).
+    """A checkpoint argument (a directory or ``REPO@REVISION``) → what to load and its step.
 
     A local directory written by ``save_pretrained``; its step is ``step`` if given, else the one
     its name states (``step-1000``, ``checkpoint-1000``), never a trailing date or hash.
@@ -68,21 +76,7 @@ def resolve_checkpoint(arg: str | os.PathLike, step: int | None = None) -> EvalC
     >>> resolve_checkpoint(ckpt).step, resolve_checkpoint(ckpt).model_args.endswith("/step-100")
     (100, True)
     """
-    path = check_path(_FUNC, "checkpoints", arg)
-    if not (path / "config.json").is_file():
-        state = "has no config.json" if path.is_dir() else "does not exist"
-        raise InputError(
-            f"Checkpoint directory {path} {state}; pass a directory written by save_pretrained."
-        )
-    stated = step_from_name(path.name)
-    if step is not None and stated is not None and stated != step:
-        raise InputError(
-            f"--steps gives step {step} to checkpoint {path}, whose name states step {stated}; "
-            "analyze would refuse the mismatch. Give its own step."
-        )
-    if step is None:
-        step = checkpoint_step(path)
-    return EvalCheckpoint(str(path.resolve()), int(step))
+    return _checkpoints([arg], None if step is None else [step], None)[0]
 
 
 def _require_lm_eval() -> Any:
@@ -118,38 +112,19 @@ def _task_manager(tasks: list[str], include_path: list[Path]) -> Any:
 
 
 def _checkpoints(
-    checkpoints: Sequence[str | os.PathLike], steps: Sequence[int] | None
+    checkpoints: Sequence[str | os.PathLike], steps: Sequence[int] | None, revisions: str | None
 ) -> list[EvalCheckpoint]:
-    if isinstance(checkpoints, str | os.PathLike) or not isinstance(checkpoints, Sequence):
-        raise invalid_parameter(
-            _FUNC, "checkpoints", "a non-empty list of checkpoints", checkpoints
-        )
-    if not checkpoints:
-        raise invalid_parameter(
-            _FUNC, "checkpoints", "a non-empty list of checkpoints", checkpoints
-        )
-    if steps is not None and (
-        isinstance(steps, str)
-        or not isinstance(steps, Sequence)
-        or len(steps) != len(checkpoints)
-        or not all(is_int(s) and s >= 0 for s in steps)
-    ):
-        raise invalid_parameter(
-            _FUNC, "steps", f"{len(checkpoints)} non-negative ints, one per checkpoint", steps
-        )
-    resolved = [
-        resolve_checkpoint(c, None if steps is None else steps[i])
-        for i, c in enumerate(checkpoints)
-    ]
-    seen: dict[int, str] = {}
+    """The checkpoints through the resolver capture uses; each needs a config.json."""
+    resolved = resolve_checkpoints(
+        checkpoints, steps=steps, revisions=revisions, strict_steps=True, func=_FUNC
+    )
     for ckpt in resolved:
-        if ckpt.step in seen:
+        if not (ckpt.path / "config.json").is_file():
             raise InputError(
-                f"Checkpoints {seen[ckpt.step]} and {ckpt.pretrained} both have step {ckpt.step}; "
-                "each checkpoint needs its own step (pass --steps)."
+                f"Checkpoint {ckpt.label} has no config.json; pass a directory written by "
+                "save_pretrained."
             )
-        seen[ckpt.step] = ckpt.pretrained
-    return resolved
+    return [EvalCheckpoint(str(c.path), c.step, c.repo, c.revision, c.commit) for c in resolved]
 
 
 def _done(target: Path, record: dict[str, Any]) -> bool:
@@ -196,6 +171,8 @@ def _evaluate_one(
     *,
     batch_size: int,
     device: str,
+    dtype: str,
+    trust_remote_code: bool,
     limit: int | None,
     progress: bool,
 ) -> None:
@@ -205,10 +182,11 @@ def _evaluate_one(
     from lm_eval.models.huggingface import HFLM
 
     lm = HFLM(
-        pretrained=ckpt.pretrained,
-        revision=ckpt.revision or "main",
+        pretrained=ckpt.path,
         device=device,
+        dtype=dtype,
         batch_size=batch_size,
+        trust_remote_code=trust_remote_code,
     )
     if not progress:  # lm-eval's own bars: its model calls take disable_tqdm
         for name in _LOADERS:
@@ -243,9 +221,12 @@ def evaluate_checkpoints(
     out: str | os.PathLike,
     *,
     steps: Sequence[int] | None = None,
+    revisions: str | None = None,
     include_path: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
     batch_size: int = 32,
     device: str = "cpu",
+    dtype: str = "auto",
+    trust_remote_code: bool = False,
     limit: int | None = None,
     progress: bool = True,
 ) -> list[Path]:
@@ -253,19 +234,27 @@ def evaluate_checkpoints(
 
     Parameters
     ----------
-    checkpoints : sequence of paths
-        Checkpoint directories (``save_pretrained``); each one's step from its name or ``steps``.
+    checkpoints : sequence of paths or str
+        Checkpoint directories (``save_pretrained``), hub checkpoints ``REPO@REVISION``, or with
+        ``revisions`` bare hub repos (:mod:`pathwatch.checkpoints`, as ``pathwatch capture``);
+        each one's step from its name or revision, or ``steps``.
     tasks : sequence of str
         lm-eval task (or group) names, its own or defined by YAMLs under ``include_path``.
     out : path
         Output directory; ``pathwatch analyze RUN --accuracy OUT`` reads it.
     steps : sequence of int, optional
         The step of each checkpoint, in order (for names that state none).
+    revisions : str, optional
+        Glob over the revisions of each bare hub repo, e.g. ``"step*"``.
     include_path : path or paths, optional
         Directories of local task YAMLs (lm-eval's ``--include_path``).
     batch_size : int, default 32
     device : str, default "cpu"
         Torch device lm-eval runs the model on (``cuda``, ``cuda:0``).
+    dtype : {"auto", "bfloat16", "float16", "float32"}, default "auto"
+        Dtype lm-eval loads the model in; "auto": the checkpoint's own on a GPU, float32 on CPU.
+    trust_remote_code : bool, default False
+        Let transformers run a checkpoint's own modelling code.
     limit : int, optional
         Items per task (lm-eval's ``--limit``; for trials only).
     progress : bool, default True
@@ -303,16 +292,20 @@ def evaluate_checkpoints(
                 f"--include-path {path} is not a directory of lm-eval task YAMLs (include_path)."
             )
     check_int(_FUNC, "batch_size", batch_size, low=1)
-    check_text(_FUNC, "device", device)
+    check_load_options(_FUNC, dtype, device, None, trust_remote_code)
     check_int(_FUNC, "limit", limit, low=1, allow_none=True)
     check_bool(_FUNC, "progress", progress)
-    resolved = _checkpoints(checkpoints, steps)
+    resolved = _checkpoints(checkpoints, steps, revisions)
+    device = check_device(_FUNC, device, None)
+    dtype = resolve_dtype(_FUNC, dtype, config_dtype(Path(resolved[0].path)), device)
     _require_lm_eval()
     with _quiet(progress):
         manager = _task_manager(tasks, includes)
         plan = []
         for ckpt in resolved:
             record = {"checkpoint": ckpt.model_args, "step": ckpt.step, "tasks": tasks}
+            if ckpt.commit is not None:  # a hub revision: the commit it resolved to
+                record["commit"] = ckpt.commit
             target = out / f"step-{ckpt.step}"
             plan.append((ckpt, target, record, _done(target, record)))
         for ckpt, target, record, done in plan:
@@ -328,6 +321,8 @@ def evaluate_checkpoints(
                 partial,
                 batch_size=batch_size,
                 device=device,
+                dtype=dtype,
+                trust_remote_code=trust_remote_code,
                 limit=limit,
                 progress=progress,
             )

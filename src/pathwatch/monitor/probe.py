@@ -30,9 +30,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pathwatch._validate import check_float, check_int, is_int, is_real
-from pathwatch.capture import Capture, capture
+from pathwatch.capture import Capture, capture, load_model
 from pathwatch.capture.samples import DEFAULT_DOMAIN, check_samples, read_samples
-from pathwatch.config import UNITS
+from pathwatch.config import UNITS, check_load_options
 from pathwatch.dynamics.onsets import NEVER, memorization_table
 from pathwatch.errors import InputError, invalid_parameter, unknown_name
 from pathwatch.metrics import (
@@ -95,6 +95,10 @@ class PathwayMonitor:
         the loss. None turns the stall warning off.
     batch_size, max_length : int
         Passed to :func:`pathwatch.capture.capture`.
+    dtype, device, device_map, trust_remote_code
+        How :meth:`on_checkpoint` loads a checkpoint given as a directory or ``REPO@REVISION``
+        (monitoring saved checkpoints from another process), as :func:`pathwatch.capture.capture`
+        does; a model in memory is captured as it is. Reductions are float32 either way.
 
     Attributes
     ----------
@@ -132,8 +136,13 @@ class PathwayMonitor:
         stall_tolerance: float | None = 0.01,
         batch_size: int = 16,
         max_length: int = 512,
+        dtype: str = "auto",
+        device: str | None = None,
+        device_map: str | None = None,
+        trust_remote_code: bool = False,
     ) -> None:
         func = "PathwayMonitor"
+        check_load_options(func, dtype, device, device_map, trust_remote_code)
         check_float(func, "threshold", threshold, low=0, high=1, low_open=True)
         if unit not in UNITS:
             raise unknown_name("distance unit", str(unit), UNITS)
@@ -176,6 +185,12 @@ class PathwayMonitor:
         self.stall_tolerance = stall_tolerance
         self.batch_size = batch_size
         self.max_length = max_length
+        self._loading = {
+            "dtype": dtype,
+            "device": device,
+            "device_map": device_map,
+            "trust_remote_code": trust_remote_code,
+        }
 
         # ε is chosen per domain; samples without domains are one domain, reported as "all" only
         self._domains = np.array([s.domain for s in self.samples])
@@ -231,8 +246,9 @@ class PathwayMonitor:
 
         Parameters
         ----------
-        model : transformers MoE causal LM
-            The model being trained, as it is at ``step``.
+        model : transformers MoE causal LM, or a checkpoint directory or ``REPO@REVISION``
+            The model being trained, as it is at ``step``; or its saved checkpoint, loaded with
+            the monitor's ``dtype`` and ``device``.
         step : int
             Training step of the checkpoint; larger than every step seen before.
 
@@ -253,6 +269,10 @@ class PathwayMonitor:
                 step,
             )
         start = time.perf_counter()
+        if isinstance(model, str | os.PathLike):
+            model, self.tokenizer = load_model(
+                model, self.tokenizer, func="PathwayMonitor.on_checkpoint", **self._loading
+            )
         modes = {module: module.training for module in model.modules()}
         model.eval()
         try:

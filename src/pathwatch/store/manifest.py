@@ -28,11 +28,15 @@ class ModelInfo:
 
 @dataclass(frozen=True)
 class CheckpointInfo:
-    """One checkpoint: its training step, its directory, and the directory's name."""
+    """One checkpoint: its training step, its directory, and the directory's name; for a hub
+    checkpoint also its repo, revision and the commit that revision resolved to."""
 
     step: int
     path: str
     name: str
+    repo: str | None = None
+    revision: str | None = None
+    commit: str | None = None
 
 
 @dataclass(frozen=True)
@@ -60,12 +64,14 @@ class Settings:
     """Capture settings that change the stored numbers.
 
     ``weights`` is the router weighting averaged per sample: ``"softmax"`` (every expert's
-    probability) or ``"topk"`` (only the top-k experts', renormalized per token).
+    probability) or ``"topk"`` (only the top-k experts', renormalized per token). ``dtype`` is the
+    dtype the model ran in (its reductions are float32 whatever it is).
     """
 
     batch_size: int
     max_length: int
     weights: str = "softmax"
+    dtype: str = "float32"
 
 
 @dataclass(frozen=True)
@@ -115,10 +121,15 @@ class Manifest:
                 )
             return cls(
                 model=_build(ModelInfo, raw["model"], moe_layers=tuple(raw["model"]["moe_layers"])),
-                checkpoints=tuple(_build(CheckpointInfo, c) for c in raw["checkpoints"]),
+                # runs captured before hub checkpoints and dtypes existed: local, float32, softmax
+                checkpoints=tuple(
+                    _build(CheckpointInfo, dict.fromkeys(("repo", "revision", "commit")) | c)
+                    for c in raw["checkpoints"]
+                ),
                 samples=_build(SamplesInfo, raw["samples"]),
-                # runs captured before the weights setting existed are softmax runs
-                settings=_build(Settings, {"weights": "softmax"} | raw["settings"]),
+                settings=_build(
+                    Settings, {"weights": "softmax", "dtype": "float32"} | raw["settings"]
+                ),
                 format_version=version,
                 pathwatch_version=raw["pathwatch_version"],
             )
@@ -159,11 +170,17 @@ class Manifest:
             ("settings.batch_size", self.settings.batch_size, other.settings.batch_size),
             ("settings.max_length", self.settings.max_length, other.settings.max_length),
             ("settings.weights", self.settings.weights, other.settings.weights),
+            ("settings.dtype", self.settings.dtype, other.settings.dtype),
             ("checkpoints.step", list(self.steps), list(other.steps)),
             (
                 "checkpoints.path",
                 [c.path for c in self.checkpoints],
                 [c.path for c in other.checkpoints],
+            ),
+            (
+                "checkpoints.commit",
+                [c.commit for c in self.checkpoints],
+                [c.commit for c in other.checkpoints],
             ),
         ]
         pairs += [

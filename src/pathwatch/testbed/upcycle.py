@@ -81,9 +81,10 @@ def load_smollm2(
     from pathwatch._hf import no_hf_progress_bars
 
     gguf = Path(path) if path is not None else smollm2_gguf()
-    if importlib.util.find_spec("gguf") is None:
+    missing = [name for name in ("gguf", "accelerate") if importlib.util.find_spec(name) is None]
+    if missing:  # transformers reads GGUF files with both
         raise InputError(
-            f'Reading {gguf.name} needs the gguf package: pip install "pathwatch[gguf]".'
+            f'Reading {gguf.name} needs {" and ".join(missing)}: pip install "pathwatch[gguf]".'
         )
     try:
         with no_hf_progress_bars():
