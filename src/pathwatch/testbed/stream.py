@@ -481,8 +481,10 @@ def _train(
         if step % config.checkpoint_every == 0 or step == config.max_steps:
             stopped = checkpoint(step)
             accs = history[-1]["domains"]
+            train = np.mean([accs[d]["train_prompt_accuracy"] for d in corpus.domains])
             bar.set_postfix(
                 loss=f"{loss.item():.3f}",
+                train=f"{train:.2f}",
                 **{d[:4]: f"{accs[d]['heldout_accuracy']:.2f}" for d in corpus.domains},
             )
     bar.close()
