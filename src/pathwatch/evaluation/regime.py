@@ -57,6 +57,16 @@ class RegimeReport:
     table : polars.DataFrame
         ``condition, domain (null for run-wide rows), value, threshold, holds, note``; a condition
         that could not be measured has a null value and ``holds`` False.
+
+    Examples
+    --------
+    >>> rows = [("A1", None, 1.0, 2.0, True, "trained on ≤ 1 time(s)"),
+    ...         ("A6", "facts", 0.2, 0.09, False, "held-out accuracy 0.2")]
+    >>> report = RegimeReport(pl.DataFrame(rows, schema=REGIME_SCHEMA, orient="row"))
+    >>> report.holds, report.failed()
+    (False, ['A6'])
+    >>> report.lines()[-1]
+    'not in the regime; failing: A6'
     """
 
     table: pl.DataFrame
