@@ -241,23 +241,24 @@ def regime_conditions(
         after = train[step_arr >= rise]
         drop = train[0] - train[-1]
         spread = float(after.max() - after.min()) / drop if drop > 0 else np.inf
-        if early.height:
-            loss = early["loss"].to_numpy()
-            moved = float(np.max(np.abs(loss - loss[-1])))
-        else:
-            moved = np.inf
         delta = float(deltas.get(domain, np.nan))
-        ok = moved <= delta and spread <= loss_range
+        trend = f"training loss spans {spread:.0%} of its drop (≤ {loss_range:.0%})"
+        if not early.height:
+            a4_rows.append(
+                _row("A4", domain, None, delta, False, f"no early group to follow; {trend}")
+            )
+            continue
+        loss = early["loss"].to_numpy()
+        moved = float(np.max(np.abs(loss - loss[-1])))
         a4_rows.append(
             _row(
                 "A4",
                 domain,
                 moved,
                 delta,
-                ok,
+                moved <= delta and spread <= loss_range,
                 f"from the rise start (step {rise}) the early group's loss moves ≤ {moved:.3f} "
-                f"(δ = {delta:g}); training loss spans {spread:.0%} of its drop (≤ "
-                f"{loss_range:.0%})",
+                f"(δ = {delta:g}); {trend}",
             )
         )
     rows.append(
