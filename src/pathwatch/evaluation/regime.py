@@ -57,6 +57,16 @@ class RegimeReport:
     table : polars.DataFrame
         ``condition, domain (null for run-wide rows), value, threshold, holds, note``; a condition
         that could not be measured has a null value and ``holds`` False.
+
+    Examples
+    --------
+    >>> rows = [("A1", None, 1.0, 2.0, True, "trained on ≤ 1 time(s)"),
+    ...         ("A6", "facts", 0.2, 0.09, False, "held-out accuracy 0.2")]
+    >>> report = RegimeReport(pl.DataFrame(rows, schema=REGIME_SCHEMA, orient="row"))
+    >>> report.holds, report.failed()
+    (False, ['A6'])
+    >>> report.lines()[-1]
+    'not in the regime; failing: A6'
     """
 
     table: pl.DataFrame
@@ -236,23 +246,24 @@ def regime_conditions(
         after = train[step_arr >= rise]
         drop = train[0] - train[-1]
         spread = float(after.max() - after.min()) / drop if drop > 0 else np.inf
-        if early.height:
-            loss = early["loss"].to_numpy()
-            moved = float(np.max(np.abs(loss - loss[-1])))
-        else:
-            moved = np.inf
         delta = float(deltas.get(domain, np.nan))
-        ok = moved <= delta and spread <= loss_range
+        trend = f"training loss spans {spread:.0%} of its drop (≤ {loss_range:.0%})"
+        if not early.height:
+            a4_rows.append(
+                _row("A4", domain, None, delta, False, f"no early group to follow; {trend}")
+            )
+            continue
+        loss = early["loss"].to_numpy()
+        moved = float(np.max(np.abs(loss - loss[-1])))
         a4_rows.append(
             _row(
                 "A4",
                 domain,
                 moved,
                 delta,
-                ok,
+                moved <= delta and spread <= loss_range,
                 f"from the rise start (step {rise}) the early group's loss moves ≤ {moved:.3f} "
-                f"(δ = {delta:g}); training loss spans {spread:.0%} of its drop (≤ "
-                f"{loss_range:.0%})",
+                f"(δ = {delta:g}); {trend}",
             )
         )
     rows.append(

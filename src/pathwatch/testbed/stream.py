@@ -110,14 +110,14 @@ class StreamConfig:
         How many skill domains must reach ``stop_accuracy`` (None: all of them).
     """
 
-    prime: int = 23
+    prime: int = 17
     domains: tuple[str, ...] = ("add", "sub", "mul", "facts")
     branching: tuple[int, ...] = (2, 4, 8, 3)
     validation_branching: int = 5
     mix: tuple[float, ...] = (0.35, 0.3, 0.2, 0.15)
     filler_vocab: int = 32
     seq_len: int = 32
-    n_equations: int = 3
+    n_equations: int = 5
     train_fraction: float = 0.85
     n_probe: int = 256
     probe_window: float = 0.2
@@ -130,13 +130,13 @@ class StreamConfig:
     num_experts: int = 8
     top_k: int = 2
     router_aux_loss_coef: float = 0.0
-    lr: float = 3e-3
-    weight_decay: float = 1.0
+    lr: float = 6e-3
+    weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.98
     warmup_steps: int = 10
     batch_size: int = 128
-    max_steps: int = 4000
+    max_steps: int = 2500
     checkpoint_every: int = 100
     stop_accuracy: float | None = 0.9
     stop_domains: int | None = 2
@@ -481,8 +481,10 @@ def _train(
         if step % config.checkpoint_every == 0 or step == config.max_steps:
             stopped = checkpoint(step)
             accs = history[-1]["domains"]
+            train = np.mean([accs[d]["train_prompt_accuracy"] for d in corpus.domains])
             bar.set_postfix(
                 loss=f"{loss.item():.3f}",
+                train=f"{train:.2f}",
                 **{d[:4]: f"{accs[d]['heldout_accuracy']:.2f}" for d in corpus.domains},
             )
     bar.close()

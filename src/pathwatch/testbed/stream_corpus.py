@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pathwatch.testbed.corpus import ARITHMETIC, EQUALS, OPERATORS, Corpus, build_corpus
+from pathwatch.testbed.corpus import ARITHMETIC, OPERATORS, Corpus, build_corpus
 
 FILLER = "w"
 EQUATION_TOKENS = 5  # a OP b = c
@@ -72,7 +72,11 @@ class StreamCorpus:
     domains : tuple of str
         Domain names, in configuration order (index = domain code).
     styles : tuple of Style
-        One per domain; ``validation_style`` is never trained on.
+        One per domain.
+    validation_style : Style
+        The style of the validation documents, never trained on.
+    seq_len, n_equations : int
+        Words per document and equations in it.
     vocabulary : list of str
         Every word, in token order after the tokenizer's two special tokens.
     docs : numpy.ndarray
@@ -265,4 +269,4 @@ def skill_domains(domains: Sequence[str]) -> list[str]:
     return [d for d in domains if d in ARITHMETIC]
 
 
-__all__ = ["EQUALS", "StreamCorpus", "build_stream"]
+__all__ = ["StreamCorpus", "Style", "batch_domains", "build_stream", "domain_documents"]
