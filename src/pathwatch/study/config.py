@@ -135,11 +135,29 @@ def study_testbed() -> Any:
 
 
 def stream_testbed() -> Any:
-    """The stream testbed of the study (:class:`pathwatch.testbed.stream.StreamConfig`'s
-    defaults, chosen on :data:`SEARCH_SEEDS`; docs/testbed.md, *Stream testbed*)."""
+    """The stream testbed of the study: the best configuration of the search on seed 0 (run r4 of
+    docs/testbed.md, *Stream testbed*), pinned here so that later changes of the ``stream``
+    preset do not change the study. p = 17, 5 equations in each 32-word document, mix 0.35 / 0.3 /
+    0.2 / 0.15 (add, sub, mul, facts), hidden 64, 4 MoE layers, E = 8, top-2, AdamW lr 6e-3 with
+    weight decay 0.1, batch 128, 2,500 steps (a checkpoint every 100)."""
     from pathwatch.testbed.stream import StreamConfig
 
-    return StreamConfig()
+    return StreamConfig(
+        prime=17,
+        domains=("add", "sub", "mul", "facts"),
+        mix=(0.35, 0.3, 0.2, 0.15),
+        n_equations=5,
+        hidden_size=64,
+        intermediate_size=64,
+        num_layers=4,
+        num_experts=8,
+        top_k=2,
+        lr=6e-3,
+        weight_decay=0.1,
+        batch_size=128,
+        max_steps=2500,
+        checkpoint_every=100,
+    )
 
 
 @dataclass(frozen=True)
