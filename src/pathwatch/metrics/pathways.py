@@ -7,7 +7,7 @@ comma-separated in rank order and joins the layers with ``-``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import cached_property
 from typing import overload
 
@@ -120,8 +120,9 @@ class Pathways:
         return cls(ids, counts)
 
     @classmethod
-    def _subset(cls, ids: np.ndarray, counts: np.ndarray, cache: dict) -> Pathways:
-        """Valid pathways without re-validating them; ``cache`` holds their sliced strings."""
+    def _trusted(cls, ids: np.ndarray, counts: np.ndarray, cache: dict) -> Pathways:
+        """Valid pathways (-1 padding, int64 counts) without re-validating them; ``cache`` holds
+        their strings, if already built."""
         obj = object.__new__(cls)
         obj.ids, obj.counts = ids, counts
         obj.__dict__.update(cache)
@@ -145,7 +146,7 @@ class Pathways:
             return tuple(tuple(layer[:c]) for layer, c in zip(ids, counts, strict=True))
         # strings already built for the whole set are sliced for a subset, not rebuilt
         cache = {name: self.__dict__[name][index] for name in _ROW_CACHES if name in self.__dict__}
-        return Pathways._subset(self.ids[index], self.counts[index], cache)
+        return Pathways._trusted(self.ids[index], self.counts[index], cache)
 
     def __iter__(self) -> Iterator[Pathway]:
         return (self[i] for i in range(len(self)))
@@ -197,50 +198,73 @@ class Pathways:
 
     @cached_property
     def _string_array(self) -> npt.NDArray[np.object_]:
-        return self._decimal_strings(per_layer=False)
+        return self._in_chunks(_decimal_strings, per_layer=False)
 
     @cached_property
     def _layer_string_array(self) -> npt.NDArray[np.object_]:
-        return self._decimal_strings(per_layer=True).reshape(len(self), self.n_layers)
+        return self._in_chunks(_decimal_strings, per_layer=True)
 
     @cached_property
     def _symbol_array(self) -> npt.NDArray[np.object_]:
-        kept = np.arange(self.ids.shape[2]) < self.counts[..., None]
-        # per layer its ids, then the boundary (not after the last layer); 0 marks an empty slot
-        codes = np.zeros((*self.ids.shape[:2], self.ids.shape[2] + 1), dtype=np.uint32)
-        codes[..., :-1][kept] = _code_points(self.ids[kept])
-        codes[:, :-1, -1] = _BOUNDARY_CODE
-        lengths = self.counts.sum(axis=1) + max(self.n_layers - 1, 0)
-        return _cut(_decode(codes[codes > 0]), lengths)
+        return self._in_chunks(_symbol_strings, per_layer=False)
 
     @cached_property
     def _layer_symbol_array(self) -> npt.NDArray[np.object_]:
-        kept = np.arange(self.ids.shape[2]) < self.counts[..., None]
-        text = _decode(_code_points(self.ids[kept]))
-        return _cut(text, self.counts.ravel()).reshape(len(self), self.n_layers)
+        return self._in_chunks(_symbol_strings, per_layer=True)
 
-    def _decimal_strings(self, *, per_layer: bool) -> npt.NDArray[np.object_]:
-        """The pathway strings (``per_layer``: each layer's part, sample-major) in one join.
+    def _in_chunks(self, build: Callable[..., np.ndarray], *, per_layer: bool) -> np.ndarray:
+        """``build(ids, counts, per_layer=...)`` over chunks of samples (bounds its temporaries),
+        joined: shape (N,), or (N, L) ``per_layer``."""
+        chunk = max(1, _CHUNK_ELEMENTS // max(1, self.n_layers * self.ids.shape[2]))
+        out = np.empty((len(self), self.n_layers) if per_layer else len(self), dtype=object)
+        for start in range(0, len(self), chunk):
+            rows = slice(start, start + chunk)
+            out[rows] = build(self.ids[rows], self.counts[rows], per_layer=per_layer).reshape(
+                out[rows].shape
+            )
+        return out
 
-        Every kept id is followed by its separator (``,`` within a layer, ``-`` between layers,
-        nothing at the end of a string); the whole run is joined once and cut at the known lengths.
-        """
-        kept = np.arange(self.ids.shape[2]) < self.counts[..., None]
-        sample, layer, rank = np.nonzero(kept)
-        ids = self.ids[kept]
-        last_in_layer = rank == self.counts[sample, layer] - 1
-        end = last_in_layer if per_layer else last_in_layer & (layer == self.n_layers - 1)
-        sep = np.where(end, 2, last_in_layer.astype(np.int64))
-        names = [str(e) for e in range(int(ids.max(initial=0)) + 1)]
-        run = np.empty(2 * ids.size, dtype=object)
-        run[0::2] = np.array(names, dtype=object)[ids]
-        run[1::2] = np.array([_ID_SEP, _LAYER_SEP, ""], dtype=object)[sep]
-        width = np.array([len(n) for n in names], dtype=np.int64)[ids] + (sep < 2)
-        owner, rows = (sample * self.n_layers + layer, kept.shape[0] * kept.shape[1])
-        if not per_layer:
-            owner, rows = sample, kept.shape[0]
-        lengths = np.bincount(owner, weights=width, minlength=rows).astype(np.int64)
-        return _cut("".join(run.tolist()), lengths)
+
+def _decimal_strings(
+    ids: np.ndarray, counts: np.ndarray, *, per_layer: bool
+) -> npt.NDArray[np.object_]:
+    """The pathway strings of (n, L, K) ids (``per_layer``: each layer's part, sample-major).
+
+    Every kept id is followed by its separator (``,`` within a layer, ``-`` between layers,
+    nothing at the end of a string); the whole run is joined once and cut at the known lengths.
+    """
+    kept = np.arange(ids.shape[2]) < counts[..., None]
+    sample, layer, rank = np.nonzero(kept)
+    kept_ids = ids[kept]
+    last_in_layer = rank == counts[sample, layer] - 1
+    end = last_in_layer if per_layer else last_in_layer & (layer == ids.shape[1] - 1)
+    sep = np.where(end, 2, last_in_layer.astype(np.int64))
+    names = [str(e) for e in range(int(kept_ids.max(initial=0)) + 1)]
+    run = np.empty(2 * kept_ids.size, dtype=object)
+    run[0::2] = np.array(names, dtype=object)[kept_ids]
+    run[1::2] = np.array([_ID_SEP, _LAYER_SEP, ""], dtype=object)[sep]
+    width = np.array([len(n) for n in names], dtype=np.int64)[kept_ids] + (sep < 2)
+    owner, rows = (sample * ids.shape[1] + layer, ids.shape[0] * ids.shape[1])
+    if not per_layer:
+        owner, rows = sample, ids.shape[0]
+    lengths = np.bincount(owner, weights=width, minlength=rows).astype(np.int64)
+    return _cut("".join(run.tolist()), lengths)
+
+
+def _symbol_strings(
+    ids: np.ndarray, counts: np.ndarray, *, per_layer: bool
+) -> npt.NDArray[np.object_]:
+    """The ``unit="expert"`` strings of (n, L, K) ids (``per_layer``: each layer's, sample-major):
+    one code point per kept id and, between layers, one for the boundary."""
+    kept = np.arange(ids.shape[2]) < counts[..., None]
+    if per_layer:
+        return _cut(_decode(_code_points(ids[kept])), counts.ravel())
+    # per layer its ids, then the boundary (not after the last layer); 0 marks an empty slot
+    codes = np.zeros((*ids.shape[:2], ids.shape[2] + 1), dtype=np.uint32)
+    codes[..., :-1][kept] = _code_points(ids[kept])
+    codes[:, :-1, -1] = _BOUNDARY_CODE
+    lengths = counts.sum(axis=1) + max(ids.shape[1] - 1, 0)
+    return _cut(_decode(codes[codes > 0]), lengths)
 
 
 #: Cached per-sample strings of a :class:`Pathways` that a subset slices instead of rebuilding.
@@ -330,13 +354,15 @@ def pathways(mean_weights: npt.ArrayLike, threshold: float = 0.7) -> Pathways:
         order = np.argsort(-x, axis=-1, kind="stable")
         cumulative = np.cumsum(np.take_along_axis(x, order, axis=-1), axis=-1)
         counts = np.minimum((cumulative <= threshold).sum(axis=-1) + 1, n_experts)
-        parts.append((order[..., : counts.max(initial=0)].astype(dtype), counts))
+        kept = order[..., : counts.max(initial=0)]
+        kept[np.arange(kept.shape[2]) >= counts[..., None]] = -1  # padding, as Pathways holds it
+        parts.append((kept.astype(dtype), counts))
     width = max((ids.shape[2] for ids, _ in parts), default=0)
     ids = np.full((n, n_layers, width), -1, dtype=dtype)
     for (part, _), start in zip(parts, range(0, n, chunk), strict=True):
         ids[start : start + len(part), :, : part.shape[2]] = part
     counts = np.concatenate([c for _, c in parts]) if parts else np.zeros((0, n_layers), int)
-    return Pathways(ids, counts)
+    return Pathways._trusted(ids, counts.astype(np.int64), {})  # valid by construction
 
 
 #: What the metric functions accept as a set of pathways.
