@@ -394,6 +394,8 @@ def _routing_pass(
                 {"domain": domain, "group": "all", "step": step, "layer": WHOLE_PATHWAY}
                 | {"n_samples": int(val.size), "loss": float(losses[val, t].mean())}
             )
+        # only `previous` outlives the checkpoint: the next one loads beside it alone
+        del data, paths, cm, step_data, distances
     return pl.concat(sample_frames), pl.DataFrame(group_rows, schema=GROUP_SCHEMA)
 
 

@@ -27,7 +27,7 @@ LAYER_BOUNDARY = -1
 _ID_SEP, _LAYER_SEP = ",", "-"
 
 # Weights sorted at once by :func:`pathways` (a chunk of samples; bounds its working memory).
-_CHUNK_ELEMENTS = 2**22
+_CHUNK_ELEMENTS = 2**20
 
 
 class Pathways:
