@@ -8,10 +8,12 @@ memorized and less afterwards, and the preferences drift slowly over checkpoints
 from ~3 nats with a per-sample rate, so a share of the samples is memorized (flat at a low loss)
 before the last checkpoint. ``pathwatch analyze`` then runs in a child process and its wall time,
 CPU time (user + system, of the child) and peak resident memory (``os.wait4``) are reported, per
-sample scale.
+scale of the factor ``--vary`` (samples, checkpoints or sampled pairs), with the growth exponent of
+CPU time and of peak memory in that factor (least-squares slope of log CPU-s on log scale: 1 is
+linear, 0 flat) and the memory per sample (peak RSS over the samples).
 
     nice -n 10 .venv/bin/python benchmarks/analyze_scale.py --samples 10000 --scales 1,2,4 \\
-        [--checkpoints 10 --layers 16 --experts 64 --hidden 2048 --max-pairs 200000]
+        [--vary samples --checkpoints 10 --layers 16 --experts 64 --hidden 2048 --max-pairs 200000]
 """
 
 from __future__ import annotations
@@ -126,34 +128,69 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=Path("/tmp/pathwatch-scale"))
     parser.add_argument("--max-pairs", type=int, default=200_000, help="passed to analyze")
     parser.add_argument("--keep", action="store_true", help="keep the fabricated stores")
+    parser.add_argument(
+        "--vary",
+        choices=("samples", "checkpoints", "pairs"),
+        default="samples",
+        help="the factor that --scales multiplies",
+    )
     args = parser.parse_args()
 
-    steps = [5000 * (i + 1) for i in range(args.checkpoints)]
     print(
-        f"T={args.checkpoints} L={args.layers} E={args.experts} H={args.hidden}; "
-        f"pathwatch analyze RUN --no-progress --max-pairs {args.max_pairs} (threshold 0.7, unit char)"
+        f"L={args.layers} E={args.experts} H={args.hidden}; pathwatch analyze RUN --no-progress "
+        "--max-pairs P (threshold 0.7, unit char); load average "
+        + " ".join(f"{x:.2f}" for x in os.getloadavg())
     )
-    print("| samples | store MiB | fabricate s | analyze wall s | analyze CPU s | peak RSS MiB |")
-    print("|---:|---:|---:|---:|---:|---:|")
-    for scale in (int(s) for s in args.scales.split(",")):
-        n = args.samples * scale
-        out = args.root / f"run-{n}"
-        shutil.rmtree(out, ignore_errors=True)
-        clock = time.perf_counter()
-        fabricate(
-            out, n=n, steps=steps, layers=args.layers, experts=args.experts, hidden=args.hidden
-        )
-        made = time.perf_counter() - clock
+    print(
+        "| T | samples | pairs P | store MiB | fabricate s | analyze wall s | analyze CPU s "
+        "| peak RSS MiB | KiB per sample |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    scales = [int(s) for s in args.scales.split(",")]
+    cpu, rss = [], []
+    for scale in scales:
+        n = args.samples * (scale if args.vary == "samples" else 1)
+        t = args.checkpoints * (scale if args.vary == "checkpoints" else 1)
+        pairs = args.max_pairs * (scale if args.vary == "pairs" else 1)
+        out = args.root / f"run-{n}-{t}"
+        if args.vary != "pairs" or scale == scales[0]:  # one store serves every pair count
+            shutil.rmtree(out, ignore_errors=True)
+            clock = time.perf_counter()
+            steps = [5000 * (i + 1) for i in range(t)]
+            fabricate(
+                out, n=n, steps=steps, layers=args.layers, experts=args.experts, hidden=args.hidden
+            )
+            made = f"{time.perf_counter() - clock:.0f}"
+        else:
+            made = "reused"
         size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 2**20
-        analyze = ["analyze", str(out), "--no-progress", "--max-pairs", str(args.max_pairs)]
+        analyze = ["analyze", str(out), "--no-progress", "--max-pairs", str(pairs)]
         result = measure([sys.executable, "-m", "pathwatch", *analyze])
+        cpu.append(result["cpu_s"])
+        rss.append(result["peak_rss_mib"])
         print(
-            f"| {n:,} | {size:,.0f} | {made:.0f} | {result['wall_s']:.0f} | {result['cpu_s']:.0f} "
-            f"| {result['peak_rss_mib']:,.0f} |",
+            f"| {t} | {n:,} | {pairs:,} | {size:,.0f} | {made} | {result['wall_s']:.0f} "
+            f"| {result['cpu_s']:.0f} | {result['peak_rss_mib']:,.0f} "
+            f"| {result['peak_rss_mib'] * 1024 / n:,.1f} |",
             flush=True,
         )
-        if not args.keep:
+        if not args.keep and args.vary != "pairs":
             shutil.rmtree(out)
+    if len(scales) > 1 and args.vary == "samples":
+        added = (rss[-1] - rss[0]) * 1024 / (args.samples * (scales[-1] - scales[0]))
+        print(
+            f"memory per added sample (peak RSS difference over sample difference): {added:.1f} KiB"
+        )
+    if len(scales) > 1:
+        x = np.log(scales)
+        slope = {name: np.polyfit(x, np.log(v), 1)[0] for name, v in (("CPU", cpu), ("RSS", rss))}
+        print(
+            f"growth exponent in {args.vary} (log-log slope over scales {args.scales}): "
+            f"CPU {slope['CPU']:.2f}, peak RSS {slope['RSS']:.2f}; load average after "
+            + " ".join(f"{x:.2f}" for x in os.getloadavg())
+        )
+    if not args.keep and args.vary == "pairs":
+        shutil.rmtree(out)
 
 
 if __name__ == "__main__":

@@ -227,15 +227,26 @@ def _group_rows(
     step: int,
     layers: Sequence[int],
     config: AnalyzeConfig,
+    distances: dict[bytes, tuple],
     others: np.ndarray | None = None,
 ) -> list[dict]:
     """The ``group_metrics`` rows of one group at one checkpoint: whole pathway, then each layer.
 
     The routing divergence within the group and across domains (against ``others``) is computed
     for the fixed memorized groups only (:data:`DIVERGENCE_GROUPS`): it costs a pass over pairs.
+    ``distances`` holds this checkpoint's distances by member set: a group with the same members as
+    an earlier one (``tracked`` and ``memorized`` once all are memorized) reuses them.
     """
-    sub = paths[members]
-    whole = pairwise_distance_stats(sub, config.unit, max_pairs=config.max_pairs, seed=config.seed)
+    key = members.tobytes()
+    if key not in distances:
+        sub = paths[members]
+        distances[key] = (
+            pairwise_distance_stats(sub, config.unit, max_pairs=config.max_pairs, seed=config.seed),
+            layer_distances(sub, max_pairs=config.max_pairs, seed=config.seed)
+            if members.size >= 2
+            else None,
+        )
+    whole, per_layer = distances[key]
     cons = step_data["consistency"][members]
     base = {"domain": domain, "group": group, "step": step, "n_samples": int(members.size)}
     rows = [
@@ -265,8 +276,7 @@ def _group_rows(
             seed=config.seed,
         )
     ]
-    if members.size >= 2:
-        per_layer = layer_distances(sub, max_pairs=config.max_pairs, seed=config.seed)
+    if per_layer is not None:
         rows += [
             base | {"layer": int(layer), "unit": "expert", "distance": float(d)}
             for layer, d in zip(layers, per_layer, strict=True)
@@ -326,8 +336,11 @@ def _routing_pass(
         tqdm(steps, desc="analyze: routing", unit="ckpt", disable=not progress)
     ):
         data = store.load_checkpoint(step)
-        weights = data.mean_weights[layout.rows]
+        every = layout.rows.size == data.mean_weights.shape[0]  # no validation samples: no copy
+        weights = data.mean_weights if every else data.mean_weights[layout.rows]
         paths = pathways(weights, threshold=config.threshold)
+        # the strings every group compares, built once per checkpoint (groups slice them)
+        paths.sequences(config.unit), paths.sequences("expert", 0)
         cm = consistency_metrics(weights, store.router_weights(step))
         nan = np.full(layout.rows.size, np.nan)
         step_data = {
@@ -356,13 +369,24 @@ def _routing_pass(
         )
         memorized = (layout.onsets != NEVER) & (layout.onsets <= step)
         listed = list(layout.groups(step))
+        distances: dict[bytes, tuple] = {}
         for domain, group, members in listed:
             others = None
             if group in DIVERGENCE_GROUPS and domain != POOLED:
                 rest = [m for d, g, m in listed if g == group and d not in (domain, POOLED)]
                 others = np.concatenate(rest) if rest else None
             group_rows += _group_rows(
-                domain, group, members, paths, step_data, memorized, step, layers, config, others
+                domain,
+                group,
+                members,
+                paths,
+                step_data,
+                memorized,
+                step,
+                layers,
+                config,
+                distances,
+                others,
             )
         for (domain,), members in layout.validation.group_by("domain", maintain_order=True):
             val = members["sample_index"].to_numpy()
@@ -370,6 +394,8 @@ def _routing_pass(
                 {"domain": domain, "group": "all", "step": step, "layer": WHOLE_PATHWAY}
                 | {"n_samples": int(val.size), "loss": float(losses[val, t].mean())}
             )
+        # only `previous` outlives the checkpoint: the next one loads beside it alone
+        del data, paths, cm, step_data, distances
     return pl.concat(sample_frames), pl.DataFrame(group_rows, schema=GROUP_SCHEMA)
 
 
@@ -508,8 +534,6 @@ def analyze_run(
         raise InputError(
             "--test-items needs --accuracy: test groups come from per-item correctness."
         )
-    from pathwatch.capture.samples import read_samples  # capture's package imports torch
-
     # every input is read and checked against the run before the first unit is
     truth = None
     if accuracy is not None:
@@ -520,7 +544,11 @@ def analyze_run(
             domains=dict(config.domain_map) or None,
             item_id_field=config.item_id_field,
         )
-    items = read_samples(test_items) if test_items is not None else None
+    items = None
+    if test_items is not None:
+        from pathwatch.capture.samples import read_samples  # capture's package imports torch
+
+        items = read_samples(test_items)
     store = _open_run(run)
     table = store.samples()
     rows = _probes(store, table, config)

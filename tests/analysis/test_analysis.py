@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import polars as pl
@@ -291,3 +293,14 @@ def test_tables_of_an_earlier_analysis_do_not_survive(captured_testbed, tmp_path
         f"accuracy steps {', '.join(map(str, store.steps))}: from field 'step' of "
         f"{captured_testbed.testbed.accuracy_file.name} (1 file(s))"
     ]
+
+
+def test_analyze_without_test_items_does_not_import_torch(captured_testbed, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(captured_testbed.run, run)
+    code = (
+        "import sys; from pathwatch.analysis import analyze_run; "
+        f"analyze_run({str(run)!r}, progress=False, write=False); print('torch' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"

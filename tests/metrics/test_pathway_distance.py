@@ -77,6 +77,49 @@ def test_mean_is_invariant_to_sample_order(paths, seed):
         assert pw.mean_pairwise_distance(paths, unit) == pytest.approx(brute_mean(paths, unit))
 
 
+def brute_sum_over_pairs(pathways, unit):
+    """Σ over i < j of the distance: the plain double loop the merged computation must equal."""
+    total = 0
+    for i in range(len(pathways)):
+        for j in range(i + 1, len(pathways)):
+            total += levenshtein(symbols(pathways[i], unit), symbols(pathways[j], unit))
+    return total
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    distinct=st.lists(st.lists(layer_st, min_size=2, max_size=2), min_size=1, max_size=6),
+    picks=st.lists(st.integers(0, 5), min_size=2, max_size=25),
+    unit=units,
+    block_bytes=st.sampled_from([1, 64, 16 * 2**20]),
+)
+def test_exact_mean_with_duplicates_equals_the_double_loop(distinct, picks, unit, block_bytes):
+    # many copies of few pathways: merged strings weighted by multiplicity, in any block size
+    import pathwatch.metrics.distance as distance
+
+    paths = [distinct[k % len(distinct)] for k in picks]
+    n_pairs = len(paths) * (len(paths) - 1) // 2
+    want = brute_sum_over_pairs(paths, unit) / n_pairs
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(distance, "_BLOCK_BYTES", block_bytes)
+        s = pairwise_distance_stats(paths, unit)
+        layers = pw.layer_distances(paths, unit)
+    assert s.exact and s.n_pairs == n_pairs
+    assert abs(s.mean - want) <= 1e-9
+    for layer in range(2):
+        one = [[p[layer]] for p in paths]
+        assert abs(layers[layer] - brute_sum_over_pairs(one, unit) / n_pairs) <= 1e-9
+
+
+def test_unit_expert_strings_have_one_symbol_per_expert_and_boundary():
+    p = Pathways.from_lists([[[0, 55_296], [3]], [[55_296], [3]], [[2**20], [3]]])
+    symbols_ = p.sequences("expert")
+    assert [len(x) for x in symbols_] == [4, 3, 3]  # ids past the surrogate block stay one symbol
+    assert len({*symbols_[0]}) == 4
+    assert pw.pathway_distance(p[0], p[1], "expert") == 1
+    assert p[[2, 0]].sequences("expert").tolist() == [symbols_[2], symbols_[0]]
+
+
 def test_known_values():
     assert pw.pathway_distance([[3, 1, 5], [9, 1]], "3,1,5-9,1") == 0
     assert pw.pathway_distance([[12, 3], [5]], [[3], [5]]) == 3

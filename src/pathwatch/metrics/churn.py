@@ -25,8 +25,9 @@ from scipy.special import entr
 from pathwatch._validate import check_array, check_float, check_int
 from pathwatch.errors import invalid_parameter
 
-#: pairs per block of :func:`mean_divergence` (bounds the temporary arrays to ~ block × L × E)
-_BLOCK = 4096
+#: samples or pairs per block of :func:`routing_churn` and :func:`mean_divergence`: the float64
+#: temporaries stay ~ block × L × E whatever the number of samples
+_BLOCK = 1024
 _LN2 = math.log(2)
 #: most pairs a group's divergence is averaged over in analyze: the standard error of a mean of
 #: 20,000 sampled pairs is under 1% of their spread, and a pair costs a pass over L × E weights
@@ -64,11 +65,22 @@ def js_divergence(p: ArrayLike, q: ArrayLike) -> NDArray[np.float64]:
     return _from_entropies(a, b, _entropy(a), _entropy(b))
 
 
-def _weights(func: str, name: str, value: ArrayLike) -> NDArray[np.float64]:
-    arr = check_array(func, name, value)
+def _weights(func: str, name: str, value: ArrayLike) -> NDArray[np.floating]:
+    """A numeric (N, L, E) array, not converted: blocks are converted to float64 when used."""
+    arr = check_array(func, name, value, dtype=None)
+    if arr.dtype.kind not in "buif":
+        raise invalid_parameter(func, name, "an array of numbers", value)
     if arr.ndim != 3:
         raise invalid_parameter(func, name, "an array of shape (N, L, E)", arr.shape)
     return arr
+
+
+def _normalized(
+    weights: NDArray[np.floating], rows: slice | NDArray[np.int64]
+) -> NDArray[np.float64]:
+    """Rows of ``weights`` in float64, normalized along the last axis."""
+    x = weights[rows].astype(np.float64)
+    return x / x.sum(axis=-1, keepdims=True)
 
 
 def routing_churn(before: ArrayLike, after: ArrayLike) -> NDArray[np.float64]:
@@ -96,7 +108,10 @@ def routing_churn(before: ArrayLike, after: ArrayLike) -> NDArray[np.float64]:
         raise invalid_parameter(
             "routing_churn", "after", f"an array of before's shape {a.shape}", b.shape
         )
-    return js_divergence(a, b).mean(axis=1)
+    out = np.empty(a.shape[0])
+    for k in range(0, a.shape[0], _BLOCK):
+        out[k : k + _BLOCK] = js_divergence(a[k : k + _BLOCK], b[k : k + _BLOCK]).mean(axis=1)
+    return out
 
 
 def group_churn(
@@ -191,13 +206,21 @@ def mean_divergence(
         i, j = np.triu_indices(n, 1)
     else:
         i, j = (idx.ravel() for idx in np.meshgrid(np.arange(n), np.arange(m), indexing="ij"))
-    left = left / left.sum(axis=-1, keepdims=True)
-    other = left if right is None else right / right.sum(axis=-1, keepdims=True)
-    h_left, h_other = _entropy(left), _entropy(other)  # (N, L), (M, L): once per sample
+    other = left if right is None else right
+    h_left, h_other = (  # (N, L), (M, L): once per sample, a block of samples at a time
+        np.concatenate(
+            [_entropy(_normalized(x, slice(k, k + _BLOCK))) for k in range(0, len(x), _BLOCK)]
+        )
+        for x in (left, other)
+    )
     sums = []
     for k in range(0, i.size, _BLOCK):
         a, b = i[k : k + _BLOCK], j[k : k + _BLOCK]
-        sums.append(_from_entropies(left[a], other[b], h_left[a], h_other[b]).mean(axis=1).sum())
+        sums.append(
+            _from_entropies(_normalized(left, a), _normalized(other, b), h_left[a], h_other[b])
+            .mean(axis=1)
+            .sum()
+        )
     return float(np.sum(sums) / i.size)
 
 

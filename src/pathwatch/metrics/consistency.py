@@ -22,7 +22,7 @@ from pathwatch.errors import InputError, invalid_parameter
 EPS = 1e-8
 
 # Mean weights converted to float64 at once (a chunk of samples; bounds the working memory).
-_CHUNK_ELEMENTS = 2**22
+_CHUNK_ELEMENTS = 2**20
 
 
 @dataclass(frozen=True)

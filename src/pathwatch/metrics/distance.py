@@ -2,14 +2,20 @@
 
 SPEC §1: the paper's distance is on the characters of the pathway string (``unit="char"``, default);
 ``unit="expert"`` counts one symbol per expert id and one per layer boundary. Group averages are
-exact over all unordered pairs (rapidfuzz ``cdist`` in row blocks, so memory stays bounded for tens
-of thousands of pathways) or estimated on uniformly sampled pairs with a confidence interval.
+exact over all unordered pairs or estimated on uniformly sampled pairs with a confidence interval.
+
+The exact mean compares each distinct pathway once: identical pathways are merged and counted with
+their multiplicity (a pair of two distinct strings i < j weighs count_i * count_j, and the
+count_i * (count_i - 1) / 2 pairs of copies of one string add distance 0). rapidfuzz ``cdist`` runs
+in row blocks of the upper triangle, so memory stays bounded for tens of thousands of pathways.
+Sampled pairs of a group size are drawn once and reused (e.g. for every layer of a group).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from numbers import Integral
 
 import numpy as np
@@ -21,7 +27,7 @@ from scipy import stats
 from pathwatch._validate import check_int, is_int
 from pathwatch.config import UNITS
 from pathwatch.errors import invalid_parameter, unknown_name
-from pathwatch.metrics.pathways import Pathways, PathwaysLike, pathway_string
+from pathwatch.metrics.pathways import Pathways, PathwaysLike
 
 # Memory for one block of the distance matrix; a block holds rows [start, stop) x columns [start, N).
 _BLOCK_BYTES = 16 * 2**20
@@ -78,7 +84,7 @@ def pathway_distance(
     1
     """
     _check_unit("pathway_distance", unit)
-    x, y = (_sequences(Pathways.from_lists([p]), unit, None)[0] for p in (a, b))
+    x, y = (Pathways.from_lists([p]).sequences(unit)[0] for p in (a, b))
     return int(Levenshtein.distance(x, y))
 
 
@@ -132,17 +138,16 @@ def pairwise_distance_stats(
     total = n * (n - 1) // 2
     if total == 0:
         return DistanceStats(np.nan, np.nan, np.nan, 0, n, True)
-    seqs = _sequences(p, unit, layer)
-    dtype = np.int16 if max(map(len, seqs)) <= np.iinfo(np.int16).max else np.int32
+    seqs = p.sequences(unit, layer)
     if max_pairs is None or max_pairs >= total:
-        mean = _exact_sum(seqs, dtype=dtype, workers=workers) / total
+        mean = _exact_sum(seqs, workers=workers) / total
         return DistanceStats(mean, mean, mean, total, n, True)
     first, second = _sample_pairs(n, max_pairs, seed)
     d = process.cpdist(
-        [seqs[i] for i in first],
-        [seqs[j] for j in second],
+        seqs[first].tolist(),
+        seqs[second].tolist(),
         scorer=Levenshtein.distance,
-        dtype=dtype,
+        dtype=_dtype(seqs),
         workers=workers,
     ).astype(np.float64)
     mean = float(d.mean())
@@ -258,46 +263,58 @@ def _check_options(
         raise invalid_parameter(func, "workers", "an int >= 1, or -1 for all cores", workers)
 
 
-def _sequences(p: Pathways, unit: str, layer: int | None) -> list:
-    """The symbol sequence of every pathway (or of one layer) for the given unit."""
-    if layer is None:
-        return p.strings() if unit == "char" else p.expert_sequences()
-    lists = p.layer_lists(layer)
-    return [pathway_string([ids]) for ids in lists] if unit == "char" else lists
+def _dtype(seqs: npt.NDArray[np.object_]) -> type[np.integer]:
+    """The smallest integer type that holds every distance between ``seqs``."""
+    return np.int16 if max(map(len, seqs), default=0) <= np.iinfo(np.int16).max else np.int32
 
 
-def _exact_sum(seqs: list, *, dtype: type[np.integer], workers: int) -> int:
-    """Sum of the distances over all unordered pairs, one block of rows at a time.
+def _exact_sum(seqs: npt.NDArray[np.object_], *, workers: int) -> int:
+    """Sum of the distances over all unordered pairs, each distinct string once, in row blocks.
 
-    Each block computes its square diagonal part with the symmetric ``cdist`` (``queries is
-    choices``: every pair once) and its rows against all later columns; no pair is computed twice.
+    With the distinct strings u and their counts c, the sum is Σ_{i<j} c_i c_j d(u_i, u_j).
+    Each block of rows computes its square diagonal part with the symmetric ``cdist`` (``queries
+    is choices``: every pair once, mirrored; hence the halving) and its rows against all later
+    columns, each weighted by the counts in int64; no pair is computed twice.
     """
-    n = len(seqs)
-    rows = max(1, _BLOCK_BYTES // (n * np.dtype(dtype).itemsize))
+    unique, counts = np.unique(seqs, return_counts=True)
+    n = unique.size
+    dtype = _dtype(unique)
+    # the block in int64 (its weighted sum converts it) is the larger of the two copies
+    rows = max(1, _BLOCK_BYTES // (n * np.dtype(np.int64).itemsize))
     total = 0
     for start in range(0, n, rows):
         stop = min(start + rows, n)
-        block = seqs[start:stop]
+        block, weight = unique[start:stop].tolist(), counts[start:stop]
         diagonal = process.cdist(
             block, block, scorer=Levenshtein.distance, dtype=dtype, workers=workers
         )
-        total += int(diagonal.sum(dtype=np.int64)) // 2
+        total += int(weight @ diagonal.astype(np.int64) @ weight) // 2
         if stop < n:
-            total += int(
-                process.cdist(
-                    block, seqs[stop:], scorer=Levenshtein.distance, dtype=dtype, workers=workers
-                ).sum(dtype=np.int64)
+            rest = process.cdist(
+                block,
+                unique[stop:].tolist(),
+                scorer=Levenshtein.distance,
+                dtype=dtype,
+                workers=workers,
             )
+            total += int(weight @ (rest.astype(np.int64) @ counts[stop:]))
     return total
 
 
+@lru_cache(maxsize=8)
 def _sample_pairs(
     n: int, size: int, seed: int
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """``size`` distinct unordered pairs (i < j) of range(n), uniform, deterministic for ``seed``."""
+    """``size`` distinct unordered pairs (i < j) of range(n), uniform, deterministic for ``seed``.
+
+    Cached (read-only arrays): every layer of a group and every group of the same size at each
+    checkpoint uses the same pairs, as drawing them again with the same seed would give.
+    """
     k = np.random.default_rng(seed).choice(n * (n - 1) // 2, size=size, replace=False)
     # k enumerates pairs column by column: k = j (j - 1) / 2 + i with 0 <= i < j.
     j = ((1 + np.sqrt(1 + 8 * k.astype(np.float64))) // 2).astype(np.int64)
     j -= j * (j - 1) // 2 > k
     j += (j + 1) * j // 2 <= k
-    return k - j * (j - 1) // 2, j
+    i = k - j * (j - 1) // 2
+    i.flags.writeable = j.flags.writeable = False
+    return i, j

@@ -7,7 +7,7 @@ comma-separated in rank order and joins the layers with ``-``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import cached_property
 from typing import overload
 
@@ -27,7 +27,7 @@ LAYER_BOUNDARY = -1
 _ID_SEP, _LAYER_SEP = ",", "-"
 
 # Weights sorted at once by :func:`pathways` (a chunk of samples; bounds its working memory).
-_CHUNK_ELEMENTS = 2**22
+_CHUNK_ELEMENTS = 2**20
 
 
 class Pathways:
@@ -119,6 +119,15 @@ class Pathways:
                 ids[i, j, : len(layer)] = layer
         return cls(ids, counts)
 
+    @classmethod
+    def _trusted(cls, ids: np.ndarray, counts: np.ndarray, cache: dict) -> Pathways:
+        """Valid pathways (-1 padding, int64 counts) without re-validating them; ``cache`` holds
+        their strings, if already built."""
+        obj = object.__new__(cls)
+        obj.ids, obj.counts = ids, counts
+        obj.__dict__.update(cache)
+        return obj
+
     def __len__(self) -> int:
         return self.ids.shape[0]
 
@@ -133,16 +142,19 @@ class Pathways:
     def __getitem__(self, index: slice | npt.ArrayLike) -> Pathways: ...
     def __getitem__(self, index):
         if isinstance(index, (int, np.integer)):
-            return self._lists[index]
-        return Pathways(self.ids[index], self.counts[index])
+            ids, counts = self.ids[index].tolist(), self.counts[index].tolist()
+            return tuple(tuple(layer[:c]) for layer, c in zip(ids, counts, strict=True))
+        # strings already built for the whole set are sliced for a subset, not rebuilt
+        cache = {name: self.__dict__[name][index] for name in _ROW_CACHES if name in self.__dict__}
+        return Pathways._trusted(self.ids[index], self.counts[index], cache)
 
     def __iter__(self) -> Iterator[Pathway]:
-        return iter(self._lists)
+        return (self[i] for i in range(len(self)))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Pathways):
             return NotImplemented
-        return self._lists == other._lists
+        return list(self) == list(other)
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -152,46 +164,138 @@ class Pathways:
 
     def strings(self) -> list[str]:
         """The pathway string of every sample (the paper's ``unit="char"`` sequences)."""
-        return self._strings
+        return self._string_array.tolist()
 
     def layer_lists(self, layer: int) -> list[tuple[int, ...]]:
         """Per sample, the kept expert ids of one layer in rank order."""
-        return self._layers[layer :: max(self.n_layers, 1)]
+        ids, counts = self.ids[:, layer].tolist(), self.counts[:, layer].tolist()
+        return [tuple(row[:c]) for row, c in zip(ids, counts, strict=True)]
 
     def expert_sequences(self) -> list[list[int]]:
         """Per sample, the kept ids of all layers with :data:`LAYER_BOUNDARY` between layers."""
-        return self._expert_sequences
+        return [
+            [e for j, layer in enumerate(p) for e in ((LAYER_BOUNDARY,) if j else ()) + layer]
+            for p in self
+        ]
+
+    def sequences(self, unit: str, layer: int | None = None) -> npt.NDArray[np.object_]:
+        """Per sample, the string that the Levenshtein distance of ``unit`` compares (cached).
+
+        ``unit="char"``: the pathway string, or one layer's part of it. ``unit="expert"``: one
+        code point per expert id and one per layer boundary, so an edit of one expert costs 1 as on
+        :meth:`expert_sequences`, but on a ``str``, which rapidfuzz compares several times faster
+        than a list of ints. Built once for the whole set; subsets slice them.
+
+        Examples
+        --------
+        >>> p = Pathways.from_lists(["12,3-5"])
+        >>> p.sequences("char").tolist(), len(p.sequences("expert")[0]), p.sequences("char", 1)
+        (['12,3-5'], 4, array(['5'], dtype=object))
+        """
+        if unit == "char":
+            return self._string_array if layer is None else self._layer_string_array[:, layer]
+        return self._symbol_array if layer is None else self._layer_symbol_array[:, layer]
 
     @cached_property
-    def _layers(self) -> list[tuple[int, ...]]:
-        """Kept ids of every (sample, layer), sample-major."""
-        kept = np.arange(self.ids.shape[2]) < self.counts[..., None]
-        flat = self.ids[kept].tolist()
-        ends = np.cumsum(self.counts.ravel()).tolist()
-        return [tuple(flat[a:b]) for a, b in zip([0, *ends][:-1], ends, strict=True)]
+    def _string_array(self) -> npt.NDArray[np.object_]:
+        return self._in_chunks(_decimal_strings, per_layer=False)
 
     @cached_property
-    def _lists(self) -> list[Pathway]:
-        n_l = self.n_layers
-        return [tuple(self._layers[i * n_l : (i + 1) * n_l]) for i in range(len(self))]
+    def _layer_string_array(self) -> npt.NDArray[np.object_]:
+        return self._in_chunks(_decimal_strings, per_layer=True)
 
     @cached_property
-    def _strings(self) -> list[str]:
-        names = [str(e) for e in range(int(self.ids.max(initial=0)) + 1)]
-        layers = [_ID_SEP.join([names[e] for e in layer]) for layer in self._layers]
-        n_l = self.n_layers
-        return [_LAYER_SEP.join(layers[i * n_l : (i + 1) * n_l]) for i in range(len(self))]
+    def _symbol_array(self) -> npt.NDArray[np.object_]:
+        return self._in_chunks(_symbol_strings, per_layer=False)
 
     @cached_property
-    def _expert_sequences(self) -> list[list[int]]:
-        sequences = []
-        for p in self._lists:
-            seq = list(p[0]) if p else []
-            for layer in p[1:]:
-                seq.append(LAYER_BOUNDARY)
-                seq.extend(layer)
-            sequences.append(seq)
-        return sequences
+    def _layer_symbol_array(self) -> npt.NDArray[np.object_]:
+        return self._in_chunks(_symbol_strings, per_layer=True)
+
+    def _in_chunks(self, build: Callable[..., np.ndarray], *, per_layer: bool) -> np.ndarray:
+        """``build(ids, counts, per_layer=...)`` over chunks of samples (bounds its temporaries),
+        joined: shape (N,), or (N, L) ``per_layer``."""
+        chunk = max(1, _CHUNK_ELEMENTS // max(1, self.n_layers * self.ids.shape[2]))
+        out = np.empty((len(self), self.n_layers) if per_layer else len(self), dtype=object)
+        for start in range(0, len(self), chunk):
+            rows = slice(start, start + chunk)
+            out[rows] = build(self.ids[rows], self.counts[rows], per_layer=per_layer).reshape(
+                out[rows].shape
+            )
+        return out
+
+
+def _decimal_strings(
+    ids: np.ndarray, counts: np.ndarray, *, per_layer: bool
+) -> npt.NDArray[np.object_]:
+    """The pathway strings of (n, L, K) ids (``per_layer``: each layer's part, sample-major).
+
+    Every kept id is followed by its separator (``,`` within a layer, ``-`` between layers,
+    nothing at the end of a string); the whole run is joined once and cut at the known lengths.
+    """
+    kept = np.arange(ids.shape[2]) < counts[..., None]
+    sample, layer, rank = np.nonzero(kept)
+    kept_ids = ids[kept]
+    last_in_layer = rank == counts[sample, layer] - 1
+    end = last_in_layer if per_layer else last_in_layer & (layer == ids.shape[1] - 1)
+    sep = np.where(end, 2, last_in_layer.astype(np.int64))
+    names = [str(e) for e in range(int(kept_ids.max(initial=0)) + 1)]
+    run = np.empty(2 * kept_ids.size, dtype=object)
+    run[0::2] = np.array(names, dtype=object)[kept_ids]
+    run[1::2] = np.array([_ID_SEP, _LAYER_SEP, ""], dtype=object)[sep]
+    width = np.array([len(n) for n in names], dtype=np.int64)[kept_ids] + (sep < 2)
+    owner, rows = (sample * ids.shape[1] + layer, ids.shape[0] * ids.shape[1])
+    if not per_layer:
+        owner, rows = sample, ids.shape[0]
+    lengths = np.bincount(owner, weights=width, minlength=rows).astype(np.int64)
+    return _cut("".join(run.tolist()), lengths)
+
+
+def _symbol_strings(
+    ids: np.ndarray, counts: np.ndarray, *, per_layer: bool
+) -> npt.NDArray[np.object_]:
+    """The ``unit="expert"`` strings of (n, L, K) ids (``per_layer``: each layer's, sample-major):
+    one code point per kept id and, between layers, one for the boundary."""
+    kept = np.arange(ids.shape[2]) < counts[..., None]
+    if per_layer:
+        return _cut(_decode(_code_points(ids[kept])), counts.ravel())
+    # per layer its ids, then the boundary (not after the last layer); 0 marks an empty slot
+    codes = np.zeros((*ids.shape[:2], ids.shape[2] + 1), dtype=np.uint32)
+    codes[..., :-1][kept] = _code_points(ids[kept])
+    codes[:, :-1, -1] = _BOUNDARY_CODE
+    lengths = counts.sum(axis=1) + max(ids.shape[1] - 1, 0)
+    return _cut(_decode(codes[codes > 0]), lengths)
+
+
+#: Cached per-sample strings of a :class:`Pathways` that a subset slices instead of rebuilding.
+_ROW_CACHES = ("_string_array", "_layer_string_array", "_symbol_array", "_layer_symbol_array")
+
+# Code points of the ``unit="expert"`` strings: 1 is the layer boundary, expert e is e + 2 (with
+# the UTF-16 surrogate block skipped, so that every id maps to a valid character).
+_BOUNDARY_CODE = 1
+_SURROGATES = (0xD800, 0xE000)
+
+
+def _code_points(ids: np.ndarray) -> npt.NDArray[np.uint32]:
+    """The code point of each expert id (distinct ids, distinct code points)."""
+    codes = ids.astype(np.uint32) + 2
+    codes[codes >= _SURROGATES[0]] += _SURROGATES[1] - _SURROGATES[0]
+    if codes.size and codes.max() > 0x10FFFF:
+        raise invalid_parameter("Pathways", "ids", "expert ids below 1,111,000", int(ids.max()))
+    return codes
+
+
+def _decode(codes: npt.NDArray[np.uint32]) -> str:
+    """The string of a run of code points."""
+    return codes.astype("<u4").tobytes().decode("utf-32-le")
+
+
+def _cut(text: str, lengths: npt.NDArray[np.int64]) -> npt.NDArray[np.object_]:
+    """``text`` cut into consecutive pieces of the given lengths, as an object array."""
+    ends = np.cumsum(lengths)
+    out = np.empty(ends.size, dtype=object)
+    out[:] = [text[a:b] for a, b in zip((ends - lengths).tolist(), ends.tolist(), strict=True)]
+    return out
 
 
 def pathways(mean_weights: npt.ArrayLike, threshold: float = 0.7) -> Pathways:
@@ -250,13 +354,15 @@ def pathways(mean_weights: npt.ArrayLike, threshold: float = 0.7) -> Pathways:
         order = np.argsort(-x, axis=-1, kind="stable")
         cumulative = np.cumsum(np.take_along_axis(x, order, axis=-1), axis=-1)
         counts = np.minimum((cumulative <= threshold).sum(axis=-1) + 1, n_experts)
-        parts.append((order[..., : counts.max(initial=0)].astype(dtype), counts))
+        kept = order[..., : counts.max(initial=0)]
+        kept[np.arange(kept.shape[2]) >= counts[..., None]] = -1  # padding, as Pathways holds it
+        parts.append((kept.astype(dtype), counts))
     width = max((ids.shape[2] for ids, _ in parts), default=0)
     ids = np.full((n, n_layers, width), -1, dtype=dtype)
     for (part, _), start in zip(parts, range(0, n, chunk), strict=True):
         ids[start : start + len(part), :, : part.shape[2]] = part
     counts = np.concatenate([c for _, c in parts]) if parts else np.zeros((0, n_layers), int)
-    return Pathways(ids, counts)
+    return Pathways._trusted(ids, counts.astype(np.int64), {})  # valid by construction
 
 
 #: What the metric functions accept as a set of pathways.

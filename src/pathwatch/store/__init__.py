@@ -232,7 +232,11 @@ class RunStore:
                 f"{self.path}: step {step} is incomplete ({len(missing)} of {self.n_shards} shards "
                 "missing). Re-run `pathwatch capture` with the same arguments to resume."
             )
-        return CheckpointData.concatenate([self.read_unit(step, s) for s in shards])
+        bounds = self.manifest.samples.shard_bounds
+        return CheckpointData.gather(
+            ((slice(*bounds(s)), self.read_unit(step, s)) for s in shards),
+            self.manifest.samples.count,
+        )
 
     def router_weights(self, step: int) -> list[np.ndarray]:
         """The router weight matrix of each MoE layer at ``step``: a list of L arrays of shape (E, H)."""

@@ -8,7 +8,7 @@ corrupted file is reported (IntegrityError) instead of being read.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -53,6 +53,19 @@ class CheckpointData:
         return cls(
             **{f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)}
         )
+
+    @classmethod
+    def gather(cls, parts: Iterable[tuple[slice, CheckpointData]], count: int) -> CheckpointData:
+        """The ``count`` samples whose shards come as (sample rows, shard), each copied into place
+        as it is read: one shard and the result in memory, not every shard beside the result."""
+        out: dict[str, np.ndarray] = {}
+        for rows, part in parts:
+            for f in fields(cls):
+                value = getattr(part, f.name)
+                if f.name not in out:
+                    out[f.name] = np.empty((count, *value.shape[1:]), value.dtype)
+                out[f.name][rows] = value
+        return cls(**out)
 
 
 def unit_path(run_dir: Path, step: int, shard: int) -> Path:
