@@ -1,8 +1,8 @@
 """Forward hooks on MoE routers that reduce routing to one mean probability vector per sample and layer.
 
 The reduction runs on the model's device inside the hook, so no per-token tensor leaves it: for each
-router, the per-token probabilities over all E experts are zeroed at padding, summed over the
-sample's real tokens and divided by their count. Hooks are always removed, even on exceptions.
+router, the per-token probabilities over all E experts of the batch's real tokens (padding is
+never selected) are averaged per sample by one matrix product. Hooks are always removed, even on exceptions.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class MaskedMeanRecorder:
         self._handles: list[RemovableHandle] = []
         self._means: list[torch.Tensor | None] = [None] * len(self._layers)
         self._mask: torch.Tensor | None = None
-        self._weights: torch.Tensor | None = None
+        self._real = self._sample = self._counts = torch.empty(0)
 
     def _register(self) -> None:
         """Append one forward hook handle per layer to ``self._handles``."""
@@ -64,8 +64,11 @@ class MaskedMeanRecorder:
     def expect(self, mask: torch.Tensor) -> None:
         """Set the (B, S) boolean mask of real tokens for the next forward pass."""
         self._mask = mask
-        # (B, 1, S): 1 / n_real at real tokens, 0 at padding
-        self._weights = (mask / mask.sum(dim=1, keepdim=True).clamp(min=1))[:, None, :].float()
+        # the flat (B * S) index of each real token and its sample: hooks reduce only real tokens,
+        # so padding (which may hold NaN) never enters a sum
+        self._real = mask.flatten().nonzero().squeeze(1)
+        self._sample = self._real // mask.shape[1]
+        self._counts = mask.sum(dim=1, keepdim=True).clamp(min=1).float()
         self._means = [None] * len(self._means)
 
     def means(self) -> torch.Tensor:
@@ -78,22 +81,28 @@ class MaskedMeanRecorder:
         device = self._mask.device  # type: ignore[union-attr]
         return torch.stack([m.to(device) for m in self._means], dim=1)  # type: ignore[union-attr]
 
-    def _masks(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """The real-token mask (B, S) and averaging weights (B, 1, S) on ``device``."""
-        if self._mask is None or self._weights is None:
+    def _real_tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The rows of ``x`` (B * S tokens, in (B, S) order, by X) at real tokens (n_real, X), the
+        sample of each (n_real,) and the real tokens per sample (B, 1), on ``x``'s device."""
+        if self._mask is None:
             raise RuntimeError(
                 f"{type(self).__name__}.expect(mask) must be called before the forward"
             )
-        # a no-op unless the model is split over devices (device_map)
-        return self._mask.to(device), self._weights.to(device)
+        if x.numel() != self._mask.numel() * x.shape[-1]:
+            raise RuntimeError(
+                f"a hooked layer saw {x.numel() // max(x.shape[-1], 1)} tokens, but expect() was "
+                f"given a mask of {self._mask.numel()}"
+            )
+        device = x.device  # moves are no-ops unless the model is split over devices (device_map)
+        rows = x.reshape(-1, x.shape[-1]).index_select(0, self._real.to(device))
+        return rows, self._sample.to(device), self._counts.to(device)
 
     def _record(
-        self, layer: int, values: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor
+        self, layer: int, values: torch.Tensor, sample: torch.Tensor, counts: torch.Tensor
     ) -> None:
-        """Store the per-sample mean of ``values`` (B, S, X) over real tokens for ``layer``."""
-        # zero padding first: a padded position may hold NaN, and NaN * 0 is NaN
-        values = torch.where(mask[..., None], values, 0.0)
-        self._means[layer] = torch.bmm(weights, values).squeeze(1)
+        """Store the per-sample mean of ``values`` (n_real, X), one row per real token, for ``layer``."""
+        sums = values.new_zeros(counts.shape[0], values.shape[-1]).index_add_(0, sample, values)
+        self._means[layer] = sums.div_(counts)
 
 
 class RoutingRecorder(MaskedMeanRecorder):
@@ -149,15 +158,14 @@ class RoutingRecorder(MaskedMeanRecorder):
 
         def hook(module: nn.Module, args: Any, output: Any) -> None:
             scores = output[index] if isinstance(output, (tuple, list)) else output
-            mask, weights = self._masks(scores.device)
-            scores = scores.reshape(*mask.shape, -1)
+            scores, sample, counts = self._real_tokens(scores)
             if self._scorings[layer] is None:
-                raw = is_probability(scores[mask])
+                raw = is_probability(scores)
                 self._scorings[layer] = "identity" if raw else self._routers.family.scoring
             probs = SCORINGS[self._scorings[layer]](scores)
             if self._top_k is not None:
                 top, idx = probs.topk(self._top_k, dim=-1)
                 probs = torch.zeros_like(probs).scatter(-1, idx, top / top.sum(-1, keepdim=True))
-            self._record(layer, probs, mask, weights)
+            self._record(layer, probs, sample, counts)
 
         return hook

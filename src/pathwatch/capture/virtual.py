@@ -264,13 +264,10 @@ class VirtualRecorder(MaskedMeanRecorder):
 
     def _hook(self, layer: int) -> Any:
         def hook(module: nn.Module, args: Any) -> None:
-            activations = args[0]
-            mask, weights = self._masks(activations.device)
-            mass = activations.reshape(*mask.shape, -1).abs().float() @ self._onehot[layer].to(
-                activations.device
-            )  # (B, S, K)
+            tokens, sample, counts = self._real_tokens(args[0])
+            mass = tokens.abs().float() @ self._onehot[layer].to(tokens.device)  # (n_real, K)
             shares = mass / mass.sum(dim=-1, keepdim=True).clamp(min=_EPS)
-            self._record(layer, shares, mask, weights)
+            self._record(layer, shares, sample, counts)
 
         return hook
 
