@@ -264,10 +264,9 @@ class VirtualRecorder(MaskedMeanRecorder):
 
     def _hook(self, layer: int) -> Any:
         def hook(module: nn.Module, args: Any) -> None:
-            tokens, sample, counts = self._real_tokens(args[0])
-            mass = tokens.abs().float() @ self._onehot[layer].to(tokens.device)  # (n_real, K)
-            shares = mass / mass.sum(dim=-1, keepdim=True).clamp(min=_EPS)
-            self._record(layer, shares, sample, counts)
+            activations = args[0]
+            mass = activations.abs().float() @ self._onehot[layer].to(activations.device)  # (.., K)
+            self._record(layer, mass / mass.sum(dim=-1, keepdim=True).clamp(min=_EPS))
 
         return hook
 
