@@ -1,8 +1,9 @@
 """Forward hooks on MoE routers that reduce routing to one mean probability vector per sample and layer.
 
-The reduction runs on the model's device inside the hook, so no per-token tensor leaves it: for each
-router, the per-token probabilities over all E experts are zeroed at padding, summed over the
-sample's real tokens and divided by their count. Hooks are always removed, even on exceptions.
+The reduction runs on the model's device, so no per-token tensor leaves it: each hook keeps its
+router's output, and after the forward pass the per-token probabilities over all E experts of the
+batch's real tokens (padding is never selected) of all routers are computed and averaged per sample
+at once. Hooks are always removed, even on exceptions.
 """
 
 from __future__ import annotations
@@ -20,10 +21,13 @@ from pathwatch.errors import UnsupportedModelError, unknown_name
 
 
 class MaskedMeanRecorder:
-    """Base of the recorders: one forward hook per layer, each reducing a per-token vector to its
-    mean over the sample's real tokens (padding masked), kept on the model's device.
+    """Base of the recorders: one forward hook per layer keeps a per-token vector, and
+    :meth:`means` averages all layers' vectors over each sample's real tokens at once (padding
+    never selected), on the model's device.
 
-    Subclasses register their hooks in :meth:`_register` and call :meth:`_record` from them.
+    Subclasses register their hooks in :meth:`_register`, call :meth:`_record` from them, and may
+    turn the kept vectors into the averaged ones in :meth:`_values`. One reduction per forward pass,
+    not per layer: per-call costs of small tensor operations dominate on small models.
     """
 
     #: what is hooked, for the error when a layer did not run
@@ -32,9 +36,8 @@ class MaskedMeanRecorder:
     def __init__(self, layers: list[int]) -> None:
         self._layers = list(layers)  # true decoder-layer index of each hooked layer
         self._handles: list[RemovableHandle] = []
-        self._means: list[torch.Tensor | None] = [None] * len(self._layers)
+        self._tokens: list[torch.Tensor | None] = [None] * len(self._layers)
         self._mask: torch.Tensor | None = None
-        self._weights: torch.Tensor | None = None
 
     def _register(self) -> None:
         """Append one forward hook handle per layer to ``self._handles``."""
@@ -64,36 +67,41 @@ class MaskedMeanRecorder:
     def expect(self, mask: torch.Tensor) -> None:
         """Set the (B, S) boolean mask of real tokens for the next forward pass."""
         self._mask = mask
-        # (B, 1, S): 1 / n_real at real tokens, 0 at padding
-        self._weights = (mask / mask.sum(dim=1, keepdim=True).clamp(min=1))[:, None, :].float()
-        self._means = [None] * len(self._means)
+        self._tokens = [None] * len(self._tokens)
+
+    def _record(self, layer: int, values: torch.Tensor) -> None:
+        """Keep ``values`` of ``layer`` (one X-vector per token, B * S in (B, S) order) for :meth:`means`."""
+        if self._mask is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.expect(mask) must be called before the forward"
+            )
+        width = values.shape[-1]
+        if values.numel() != self._mask.numel() * width:
+            raise RuntimeError(
+                f"a hooked layer saw {values.numel() // max(width, 1)} tokens, but expect() was "
+                f"given a mask of {self._mask.numel()}"
+            )
+        # a no-op unless the model is split over devices (device_map)
+        self._tokens[layer] = values.reshape(-1, width).to(self._mask.device)
+
+    def _values(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The vectors averaged (L, n_real, X), float32, from the kept ones at real tokens."""
+        return tokens.float()
 
     def means(self) -> torch.Tensor:
         """Per-sample means of the last forward, of shape (B, L, X), float32."""
-        missing = [self._layers[i] for i, m in enumerate(self._means) if m is None]
+        missing = [self._layers[i] for i, t in enumerate(self._tokens) if t is None]
         if missing:
             raise RuntimeError(
                 f"{self._hooked} of decoder layers {missing} did not run in the forward pass"
             )
-        device = self._mask.device  # type: ignore[union-attr]
-        return torch.stack([m.to(device) for m in self._means], dim=1)  # type: ignore[union-attr]
-
-    def _masks(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """The real-token mask (B, S) and averaging weights (B, 1, S) on ``device``."""
-        if self._mask is None or self._weights is None:
-            raise RuntimeError(
-                f"{type(self).__name__}.expect(mask) must be called before the forward"
-            )
-        # a no-op unless the model is split over devices (device_map)
-        return self._mask.to(device), self._weights.to(device)
-
-    def _record(
-        self, layer: int, values: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor
-    ) -> None:
-        """Store the per-sample mean of ``values`` (B, S, X) over real tokens for ``layer``."""
-        # zero padding first: a padded position may hold NaN, and NaN * 0 is NaN
-        values = torch.where(mask[..., None], values, 0.0)
-        self._means[layer] = torch.bmm(weights, values).squeeze(1)
+        mask = self._mask  # set: the hooks ran
+        real = mask.flatten().nonzero().squeeze(1)  # type: ignore[union-attr]
+        values = self._values(torch.stack(self._tokens).index_select(1, real))  # type: ignore[arg-type]
+        sums = values.new_zeros(len(self._tokens), mask.shape[0], values.shape[-1])  # type: ignore[union-attr]
+        sums.index_add_(1, real // mask.shape[1], values)  # type: ignore[union-attr]
+        counts = mask.sum(dim=1).clamp(min=1)[:, None]  # type: ignore[union-attr]
+        return (sums / counts).transpose(0, 1)
 
 
 class RoutingRecorder(MaskedMeanRecorder):
@@ -129,7 +137,7 @@ class RoutingRecorder(MaskedMeanRecorder):
         super().__init__(list(routers.layers))
         self._routers = routers
         self._top_k = routers.top_k if weights == "topk" else None
-        # per layer: scoring name, chosen on the first call (the family's, or "identity" when the
+        # per layer: scoring name, chosen on the first batch (the family's, or "identity" when the
         # router already returns probabilities)
         self._scorings: list[str | None] = [None] * len(routers.modules)
 
@@ -148,16 +156,21 @@ class RoutingRecorder(MaskedMeanRecorder):
         index = self._routers.output_index
 
         def hook(module: nn.Module, args: Any, output: Any) -> None:
-            scores = output[index] if isinstance(output, (tuple, list)) else output
-            mask, weights = self._masks(scores.device)
-            scores = scores.reshape(*mask.shape, -1)
-            if self._scorings[layer] is None:
-                raw = is_probability(scores[mask])
+            self._record(layer, output[index] if isinstance(output, (tuple, list)) else output)
+            if self._scorings[layer] is None:  # the first batch's real tokens decide
+                raw = is_probability(self._tokens[layer][self._mask.flatten()])  # type: ignore[index,union-attr]
                 self._scorings[layer] = "identity" if raw else self._routers.family.scoring
-            probs = SCORINGS[self._scorings[layer]](scores)
-            if self._top_k is not None:
-                top, idx = probs.topk(self._top_k, dim=-1)
-                probs = torch.zeros_like(probs).scatter(-1, idx, top / top.sum(-1, keepdim=True))
-            self._record(layer, probs, mask, weights)
 
         return hook
+
+    def _values(self, tokens: torch.Tensor) -> torch.Tensor:
+        if len(set(self._scorings)) == 1:
+            probs = SCORINGS[self._scorings[0]](tokens)  # type: ignore[index]
+        else:
+            probs = torch.stack(
+                [SCORINGS[s](t) for s, t in zip(self._scorings, tokens, strict=True)]
+            )  # type: ignore[index]
+        if self._top_k is not None:
+            top, idx = probs.topk(self._top_k, dim=-1)
+            probs = torch.zeros_like(probs).scatter(-1, idx, top / top.sum(-1, keepdim=True))
+        return probs

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,14 @@ class Encoded:
 
 def _int_list(value: object, where: str, field: str) -> tuple[int, ...]:
     """A non-empty list of non-negative ints, or a one-line InputError."""
+    if (  # the common case, a list of Python ints, checked without a NumPy round trip
+        type(value) in (list, tuple)
+        and value
+        and set(map(type, value)) == {int}
+        and min(value) >= 0
+        and max(value) < 2**63
+    ):
+        return tuple(value)
     array = None
     if not isinstance(value, (str, bytes, Mapping)):
         try:
@@ -95,6 +104,8 @@ def to_sample(obj: object, index: int, *, where: str | None = None) -> Sample:
     ``index`` is the default id; ``where`` names the sample in errors (default ``samples[index]``).
     """
     where = where or f"samples[{index}]"
+    if type(obj) in (list, tuple):  # token ids, the common case: no ABC checks
+        return Sample(id=str(index), input_ids=_int_list(obj, where, "input_ids"))
     if isinstance(obj, Sample):
         obj = {k: v for k, v in vars(obj).items() if v is not None}
     if isinstance(obj, str):
@@ -283,29 +294,38 @@ def encode_samples(
             if i in prompts:
                 ends = np.array([end for _, end in encoded["offset_mapping"][position]])
                 prompt_mask[i] = ends <= prompts[i]
-    ids: list[np.ndarray] = []
-    scored: list[np.ndarray] = []
-    full_length = np.empty(len(samples), np.int64)
+    # all samples' tokens in one flat array; each sample's ids and scored mask are views into it
+    seqs = [token_ids[i] if s.text is not None else s.input_ids for i, s in enumerate(samples)]
+    lengths = np.fromiter(map(len, seqs), np.int64, count=len(seqs))
+    flat = np.fromiter(chain.from_iterable(seqs), np.int64, count=int(lengths.sum()))
+    starts = np.cumsum(lengths) - lengths
+    owner = np.repeat(np.arange(len(seqs)), lengths)  # sample of each token
+    flat_scored = np.ones(flat.size, bool)
     for i, sample in enumerate(samples):
-        seq = np.asarray(token_ids[i] if sample.text is not None else sample.input_ids, np.int64)
-        full_length[i] = seq.size
         if sample.loss_mask is not None:
-            mask = np.asarray(sample.loss_mask, bool)
-        else:
-            mask = ~prompt_mask.get(i, np.zeros(seq.size, bool))
-        mask[:1] = False
-        ids.append(seq[:max_length])
-        scored.append(mask[:max_length])
-    for i, (seq, mask) in enumerate(zip(ids, scored, strict=True)):
-        if seq.size == 0 or not mask.any():
+            flat_scored[starts[i] : starts[i] + lengths[i]] = sample.loss_mask
+        elif i in prompt_mask:
+            flat_scored[starts[i] : starts[i] + lengths[i]] = ~prompt_mask[i]
+    flat_scored[starts[lengths > 0]] = False  # the first token is never a target
+    kept = np.minimum(lengths, max_length)
+    ids = [flat[a : a + n] for a, n in zip(starts.tolist(), kept.tolist(), strict=True)]
+    scored = [flat_scored[a : a + n] for a, n in zip(starts.tolist(), kept.tolist(), strict=True)]
+    in_cut = np.arange(flat.size) - starts[owner] < max_length
+    n_scored = np.bincount(owner[in_cut & flat_scored], minlength=len(seqs))
+    out_of_vocab = np.zeros(len(seqs), bool)
+    if vocab_size is not None:
+        out_of_vocab[owner[in_cut & (flat >= vocab_size)]] = True
+    bad = np.flatnonzero((n_scored == 0) | out_of_vocab)
+    if bad.size:  # the first bad sample, as a per-sample check would find it
+        i = int(bad[0])
+        if n_scored[i] == 0:
             raise InputError(
                 f"samples[{i}] (id {samples[i].id!r}) has no scored next-token target "
-                f"({seq.size} tokens after truncation to {max_length}); give it at least 2 tokens "
-                "with a scored token after the first (and after any prompt)."
+                f"({ids[i].size} tokens after truncation to {max_length}); give it at least 2 "
+                "tokens with a scored token after the first (and after any prompt)."
             )
-        if vocab_size is not None and seq.max() >= vocab_size:
-            raise InputError(
-                f"samples[{i}] (id {samples[i].id!r}) has token id {int(seq.max())} but the model's "
-                f"vocabulary has {vocab_size} ids; use the model's own tokenizer."
-            )
-    return Encoded(ids=ids, scored=scored, truncated=full_length > max_length)
+        raise InputError(
+            f"samples[{i}] (id {samples[i].id!r}) has token id {int(ids[i].max())} but the model's "
+            f"vocabulary has {vocab_size} ids; use the model's own tokenizer."
+        )
+    return Encoded(ids=ids, scored=scored, truncated=lengths > max_length)

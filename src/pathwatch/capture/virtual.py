@@ -265,12 +265,8 @@ class VirtualRecorder(MaskedMeanRecorder):
     def _hook(self, layer: int) -> Any:
         def hook(module: nn.Module, args: Any) -> None:
             activations = args[0]
-            mask, weights = self._masks(activations.device)
-            mass = activations.reshape(*mask.shape, -1).abs().float() @ self._onehot[layer].to(
-                activations.device
-            )  # (B, S, K)
-            shares = mass / mass.sum(dim=-1, keepdim=True).clamp(min=_EPS)
-            self._record(layer, shares, mask, weights)
+            mass = activations.abs().float() @ self._onehot[layer].to(activations.device)  # (.., K)
+            self._record(layer, mass / mass.sum(dim=-1, keepdim=True).clamp(min=_EPS))
 
         return hook
 
