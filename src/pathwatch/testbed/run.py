@@ -15,7 +15,7 @@ import dataclasses
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,6 +101,37 @@ def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
 def write_json(path: Path, obj: dict[str, Any]) -> None:
     """Write indented JSON, atomically."""
     write_atomic(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+def write_accuracy(
+    out: Path, history: Sequence[dict[str, Any]], item_ids: Mapping[str, Sequence[str]]
+) -> None:
+    """Write ``accuracy.jsonl`` (what ``analyze --accuracy`` reads): per domain, per checkpoint
+    record of ``history``, one row per held-out item of ``item_ids[domain]`` with its
+    correctness ``record["correct"][domain]``."""
+    write_jsonl(
+        out / ACCURACY,
+        [
+            {"step": record["step"], "domain": domain, "item_id": i, "correct": int(c)}
+            for domain, ids in item_ids.items()
+            for record in history
+            for i, c in zip(ids, record["correct"][domain].tolist(), strict=True)
+        ],
+    )
+
+
+def stop_rule_fired(
+    record: dict[str, Any],
+    domains: Sequence[str],
+    stop_accuracy: float | None,
+    stop_domains: int | None,
+) -> bool:
+    """Whether a checkpoint's ``record`` ends training: ``stop_domains`` (None: all) of
+    ``domains`` reached held-out accuracy ``stop_accuracy`` (None: never stop)."""
+    if stop_accuracy is None or not domains:
+        return False
+    reached = sum(record["domains"][d]["heldout_accuracy"] >= stop_accuracy for d in domains)
+    return reached >= min(stop_domains or len(domains), len(domains))
 
 
 def check_training(

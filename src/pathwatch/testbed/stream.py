@@ -35,7 +35,6 @@ from pathwatch._validate import check_float, check_int, is_int, is_real
 from pathwatch.errors import invalid_parameter, unknown_name
 from pathwatch.testbed.corpus import OPERATORS, build_corpus, item_records
 from pathwatch.testbed.run import (
-    ACCURACY,
     TEST_ITEMS,
     TRAIN_SAMPLES,
     VALIDATION_SAMPLES,
@@ -45,8 +44,10 @@ from pathwatch.testbed.run import (
     quiet_torch,
     run_fingerprint,
     save_checkpoint,
+    stop_rule_fired,
     testbed_dir,
     testbed_run,
+    write_accuracy,
     write_jsonl,
     write_summary,
 )
@@ -446,7 +447,6 @@ def _train(
     trained = _write_sample_files(out, corpus, sets)
     stream = torch.from_numpy(corpus.docs + _SPECIAL)
     skills = skill_domains(corpus.domains)
-    need = min(config.stop_domains or len(skills), len(skills))
 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(moe_config(config, len(tokenizer), config.seq_len))
@@ -460,12 +460,7 @@ def _train(
         name = save_checkpoint(out, step, model, tokenizer)
         spent = [time.perf_counter() - t0[0], time.process_time() - t0[1]]
         history.append(record | {"step": step, "checkpoint": name, "spent": spent})
-        reached = [record["domains"][d]["heldout_accuracy"] for d in skills]
-        return (
-            config.stop_accuracy is not None
-            and bool(skills)
-            and sum(a >= config.stop_accuracy for a in reached) >= need
-        )
+        return stop_rule_fired(record, skills, config.stop_accuracy, config.stop_domains)
 
     bar = tqdm(total=config.max_steps, disable=not progress, desc="stream testbed", unit="step")
     stopped, step = checkpoint(0), 0
@@ -541,15 +536,11 @@ def _finish(
     steps: int,
 ) -> dict[str, Any]:
     """Write ``accuracy.jsonl`` and the complete ``testbed.json``; return the summary."""
-    rows = []
-    for name in corpus.domains:
-        ids = [r["id"] for r in item_records(name, corpus.pairs.domain(name).test)]
-        for record in history:
-            rows += [
-                {"step": record["step"], "domain": name, "item_id": i, "correct": int(c)}
-                for i, c in zip(ids, record["correct"][name].tolist(), strict=True)
-            ]
-    write_jsonl(out / ACCURACY, rows)
+    items = {
+        name: [r["id"] for r in item_records(name, corpus.pairs.domain(name).test)]
+        for name in corpus.domains
+    }
+    write_accuracy(out, history, items)
     return write_summary(
         out,
         config,

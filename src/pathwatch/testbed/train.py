@@ -41,7 +41,6 @@ from pathwatch.errors import InputError, invalid_parameter, unknown_name
 from pathwatch.store import write_atomic
 from pathwatch.testbed.corpus import ARITHMETIC, OPERATORS, Corpus, build_corpus, item_records
 from pathwatch.testbed.run import (
-    ACCURACY,
     SUMMARY,
     TEST_ITEMS,
     TRAIN_SAMPLES,
@@ -52,8 +51,10 @@ from pathwatch.testbed.run import (
     quiet_torch,
     run_fingerprint,
     save_checkpoint,
+    stop_rule_fired,
     testbed_dir,
     testbed_run,
+    write_accuracy,
     write_jsonl,
     write_summary,
 )
@@ -491,10 +492,7 @@ def _train(
             "spent": [a + b for a, b in zip(spent, clock, strict=True)],
         }
         history.append(record)
-        stopped = bool(stop_domains) and config.stop_accuracy is not None
-        stopped = stopped and sum(
-            record["domains"][d]["heldout_accuracy"] >= config.stop_accuracy for d in stop_domains
-        ) >= min(config.stop_domains or len(stop_domains), len(stop_domains))
+        stopped = stop_rule_fired(record, stop_domains, config.stop_accuracy, config.stop_domains)
         buffer = io.BytesIO()
         torch.save(
             {
@@ -587,15 +585,8 @@ def _finish(
     corpus: Corpus,
 ) -> dict[str, Any]:
     """Write ``accuracy.jsonl`` and the complete ``testbed.json``; return the summary."""
-    rows = []
-    for split in corpus.domains:
-        ids = [r["id"] for r in item_records(split.name, split.test)]
-        for record in history:
-            rows += [
-                {"step": record["step"], "domain": split.name, "item_id": i, "correct": int(c)}
-                for i, c in zip(ids, record["correct"][split.name].tolist(), strict=True)
-            ]
-    write_jsonl(out / ACCURACY, rows)
+    items = {s.name: [r["id"] for r in item_records(s.name, s.test)] for s in corpus.domains}
+    write_accuracy(out, history, items)
     seconds = history[-1]["spent"][0]
     return write_summary(
         out,
