@@ -16,6 +16,7 @@ import numpy as np
 import polars as pl
 
 from pathwatch.evaluation.correlate import SIGNALS as METRICS
+from pathwatch.evaluation.regime import CORE
 from pathwatch.report.markdown import fmt as _fmt
 from pathwatch.report.markdown import markdown_table as _markdown
 from pathwatch.report.study_figures import study_figures
@@ -499,7 +500,7 @@ def _regime_section(tables: Mapping[str, pl.DataFrame]) -> list[str]:
         rows, in_regime = [], 0
         for (seed,), per_seed in held.group_by(["seed"], maintain_order=True):
             marks = dict(per_seed.select("condition", "holds").rows())
-            core = [marks[c] for c in conditions if c != "A7" and c in marks]
+            core = [marks[c] for c in CORE if c in marks]
             in_regime += all(core)
             rows.append(
                 [seed, *[{True: "✓", False: "✗"}.get(marks.get(c), "–") for c in conditions]]

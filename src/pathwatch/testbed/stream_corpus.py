@@ -17,6 +17,7 @@ style never trained on, with equations of training pairs of the arithmetic domai
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -250,18 +251,7 @@ def build_stream(
         keep = np.zeros(codes.size, dtype=bool)
         keep[first] = True
         todo = np.flatnonzero(~keep)
-    return StreamCorpus(
-        pairs,
-        tuple(domains),
-        styles,
-        validation_style,
-        seq_len,
-        n_equations,
-        vocabulary,
-        docs,
-        codes,
-        answers,
-    )
+    return dataclasses.replace(corpus, docs=docs, doc_domain=codes, answer_mask=answers)
 
 
 def skill_domains(domains: Sequence[str]) -> list[str]:
